@@ -1,0 +1,200 @@
+// The scheduler's logic, sans I/O: events in, messages out through a SchedulerOutbox.
+//
+// It owns every task, worker and client record and decides placement, reference counting and
+// recovery. It holds no sockets and reads no clock: times are passed in with each event (seconds
+// on a monotonic clock), so unit tests drive it deterministically and benchmarks measure it alone.
+//
+// Task states follow dask.distributed:
+//   released   known (spec kept for lineage) but neither running nor holding data
+//   waiting    wanted, some dependency not in memory yet
+//   queued     ready to run, held on the scheduler because every worker is saturated or none exists
+//   processing sent to a worker
+//   memory     result held by one or more workers
+//   erred      failed; the error is kept and reported to every client that wants the key
+//   forgotten  removed entirely (not a stored state: the record is gone)
+//
+// Reference counting: a task's data is kept while a client wants the key or a dependent that is
+// not yet in memory needs it; a task's record (its lineage) is kept while a client wants it or any
+// dependent record exists. Releasing the last want of a task that is waiting/queued/processing
+// cancels it and, recursively, the dependencies nobody else needs.
+//
+// Placement: a ready task goes to the worker with the earliest expected start, estimated as
+// (expected duration of the work already assigned to it / its threads) + (bytes of dependencies it
+// lacks / bandwidth), using per-task-name duration estimates learned from finished tasks. A worker
+// is saturated when it holds max(ceil(worker_saturation * nthreads), tasks covering
+// queue_target_s of expected work per thread) tasks, capped at max_tasks_per_worker; tasks beyond
+// that wait in the scheduler's queue by (priority desc, submission order), so memory stays
+// bounded on wide graphs while tiny tasks still pipeline deeply enough to amortize round trips.
+//
+// Failure: when a worker leaves, its processing tasks go back to waiting (counting a suspicious
+// death when it did not leave gracefully; past allowed_failures the task errs with
+// ErrorKind::killed_worker), and keys that only it held are recomputed from their lineage if
+// anyone still needs them.
+//
+// Thread safety: none; one thread (the scheduler's event loop) owns a SchedulerState.
+#pragma once
+
+#include <plexus/common/errors.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace plexus::sched {
+
+/// A connected peer, numbered by the I/O layer. Clients and workers share the number space.
+using PeerId = std::uint32_t;
+
+enum class TaskState : std::uint8_t { released, waiting, queued, processing, memory, erred };
+const char* to_string(TaskState s);
+
+/// A task as submitted by a client.
+struct TaskSpec {
+  std::string key;
+  std::string name;               // "plugin.task"
+  std::string args;               // encoded argument list
+  std::vector<std::string> deps;  // keys of futures among the arguments, no repeats
+  std::uint32_t retries = 0;
+  std::int32_t priority = 0;
+};
+
+struct WorkerInfo {
+  std::string name;
+  std::string data_address;  // where peers fetch its data
+  std::uint32_t nthreads = 1;
+};
+
+/// How a worker left.
+enum class WorkerExit : std::uint8_t {
+  graceful,   // said goodbye after handing back its queued work
+  timed_out,  // no heartbeat within worker_ttl
+  lost,       // the I/O layer knows it is gone (e.g. its process died)
+};
+
+/// A dependency as a worker needs it to fetch: key, where it lives, how big it is.
+struct DepLocation {
+  std::string_view key;
+  std::vector<std::string_view> holders;  // data addresses
+  std::uint64_t nbytes = 0;
+};
+
+/// What a worker is asked to run. Views point into the state and are valid only during the call.
+struct ComputeRequest {
+  std::string_view key;
+  std::string_view name;
+  std::string_view args;
+  std::int32_t priority = 0;
+  std::vector<DepLocation> deps;
+};
+
+enum class KeyStatus : std::uint8_t { memory, erred, cancelled, lost };
+
+/// What a client is told about a key it wants. Views valid only during the call.
+struct KeyReport {
+  std::string_view key;
+  KeyStatus status = KeyStatus::memory;
+  std::uint64_t nbytes = 0;
+  std::optional<std::string_view> inline_data;  // the value, when the worker sent it along
+  std::vector<std::string_view> holders;       // data addresses holding the value
+  const ErrorInfo* error = nullptr;            // for erred / cancelled / lost
+};
+
+/// Where the state's decisions go. The I/O layer batches them per peer; tests record them.
+class SchedulerOutbox {
+ public:
+  virtual ~SchedulerOutbox() = default;
+  virtual void compute(PeerId worker, const ComputeRequest& request) = 0;
+  /// The worker should drop this key: free its data, or forget it if queued or running.
+  virtual void free_key(PeerId worker, std::string_view key) = 0;
+  virtual void report(PeerId client, const KeyReport& report) = 0;
+  /// The worker must shut down (e.g. it came back after being declared dead).
+  virtual void shutdown_worker(PeerId worker, std::string_view reason) = 0;
+};
+
+struct SchedulerOptions {
+  double worker_saturation = 1.1;
+  double queue_target_s = 0.002;           // keep this much expected work queued per thread
+  std::uint32_t max_tasks_per_worker = 10000;
+  double default_task_duration_s = 0.001;  // before a task name has been measured
+  double bandwidth_bytes_per_s = 100e6;    // for transfer-time estimates
+  std::uint32_t allowed_failures = 3;
+  double worker_ttl_s = 10.0;
+};
+
+/// Counters for tests, logs and the benchmarks.
+struct SchedulerCounters {
+  std::uint64_t tasks_submitted = 0;
+  std::uint64_t tasks_deduplicated = 0;  // submissions answered by an existing key
+  std::uint64_t tasks_computed = 0;      // compute requests sent
+  std::uint64_t tasks_finished = 0;
+  std::uint64_t tasks_failed = 0;
+  std::uint64_t tasks_recomputed = 0;    // sent again after a worker loss
+  std::uint64_t transitions = 0;
+};
+
+class SchedulerState {
+ public:
+  SchedulerState(SchedulerOptions options, SchedulerOutbox& outbox);
+  ~SchedulerState();
+  SchedulerState(const SchedulerState&) = delete;
+  SchedulerState& operator=(const SchedulerState&) = delete;
+
+  // ---- clients ----
+  void on_client_joined(PeerId client, std::string_view name);
+  /// Releases everything the client wanted.
+  void on_client_left(PeerId client);
+  /// Tasks in dependency order. A key that already exists is not recomputed: the client is added
+  /// to its wanters (and told at once if it is in memory or erred; a released key is recomputed).
+  /// A dependency that is unknown errs the task (ErrorKind::scheduler_error, naming the key).
+  void on_submit(PeerId client, std::vector<TaskSpec> tasks);
+  /// The client wants existing keys (e.g. a future it rebuilt from a key). Unknown keys are
+  /// reported lost.
+  void on_want(PeerId client, std::span<const std::string> keys);
+  void on_release(PeerId client, std::span<const std::string> keys);
+  /// Cancels the keys for every client: they are reported cancelled and forgotten.
+  void on_cancel(PeerId client, std::span<const std::string> keys);
+
+  // ---- workers ----
+  void on_worker_joined(PeerId worker, WorkerInfo info, double now);
+  void on_worker_left(PeerId worker, WorkerExit how, double now);
+  void on_heartbeat(PeerId worker, double now);
+  /// `inline_data` is the value when the worker sent it along. Late or duplicate reports are
+  /// handled: a result for a key that is no longer wanted is freed on that worker.
+  void on_task_done(PeerId worker, std::string_view key, std::uint64_t nbytes,
+                    std::optional<std::string_view> inline_data, double duration_s, double now);
+  /// Errors of kind `exception` are retried while the task has retries left.
+  void on_task_failed(PeerId worker, std::string_view key, ErrorInfo error, double duration_s,
+                      double now);
+  /// The worker could not fetch `missing` for `key`: those holders are dropped and the task
+  /// waits for the data to be recomputed or found elsewhere.
+  void on_missing_deps(PeerId worker, std::string_view key, std::span<const std::string> missing);
+  /// The worker hands back tasks it will not run (it is shutting down).
+  void on_reject(PeerId worker, std::span<const std::string> keys);
+  /// Checks heartbeats: workers silent for longer than worker_ttl leave (timed_out). Returns them
+  /// so the I/O layer can also tell them to shut down if they reappear.
+  std::vector<PeerId> on_tick(double now);
+
+  // ---- queries (tests, logs, scheduler_info) ----
+  bool is_worker(PeerId peer) const;
+  bool is_client(PeerId peer) const;
+  std::optional<TaskState> state_of(std::string_view key) const;
+  std::vector<std::string> who_has(std::string_view key) const;  // worker names
+  std::size_t task_count() const;
+  std::size_t worker_count() const;
+  std::size_t processing_on(PeerId worker) const;
+  std::size_t queued_count() const;
+  const SchedulerCounters& counters() const;
+  /// Checks every internal invariant (refcounts, state sets, holders); returns a description of
+  /// the first violation, or nothing. Used by tests after each step.
+  std::optional<std::string> validate() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace plexus::sched
