@@ -1,3 +1,167 @@
+// The testing plugin: tasks that exercise the worker and the whole cluster in tests (sleeping,
+// failing in every way a task can, crashing the process, every kind of value the codec carries,
+// and a user type with its own codec). Built into the build tree only; never installed.
 #include <plexus/sdk.hpp>
-static int ok(int x) { return x; }
-PLEXUS_PLUGIN(testing, "1.0.0", registry) { registry.add("ok", &ok); }
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace testing_plugin {
+
+/// Thrown by throw_custom, so that tests can check that a plugin's own exception type reaches the
+/// client by name.
+class CustomError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A user type with its own codec: a list of two floats.
+struct Point {
+  double x = 0;
+  double y = 0;
+};
+
+}  // namespace testing_plugin
+
+template <>
+struct plexus::codec<testing_plugin::Point> {
+  static std::string type_name() { return "Point"; }
+  static void encode(plexus::Writer& w, const testing_plugin::Point& p) {
+    w.list(2);
+    plexus::encode(w, p.x);
+    plexus::encode(w, p.y);
+  }
+  static testing_plugin::Point decode(plexus::Reader& r) {
+    r.expect_list(2, "Point");
+    testing_plugin::Point p;
+    p.x = plexus::decode<double>(r);
+    p.y = plexus::decode<double>(r);
+    return p;
+  }
+};
+
+namespace testing_plugin {
+namespace {
+
+std::int64_t sleep_ms(std::int64_t ms) {
+  if (ms < 0) throw std::invalid_argument("sleep_ms of a negative duration");
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+
+std::int64_t fail(const std::string& message) { throw std::runtime_error(message); }
+
+std::int64_t throw_custom(const std::string& message) { throw CustomError(message); }
+
+std::int64_t throw_int() { throw 42; }
+
+plexus::Bytes bytes(std::int64_t n) {
+  if (n < 0) throw std::invalid_argument("bytes of a negative count");
+  plexus::Bytes out(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::byte>(i % 251);
+  return out;
+}
+
+std::int64_t bytes_len(const plexus::Bytes& b) { return static_cast<std::int64_t>(b.size()); }
+
+std::uint64_t checksum(const plexus::Bytes& b) {
+  std::uint64_t sum = 0;
+  for (std::byte x : b) sum += std::to_integer<std::uint64_t>(x);
+  return sum;
+}
+
+std::string echo(const std::string& s) { return s; }
+
+std::string concat(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += p;
+  return out;
+}
+
+using NestedMap = std::map<std::string, std::vector<std::optional<std::int64_t>>>;
+NestedMap roundtrip(const NestedMap& m) { return m; }
+
+std::pair<std::string, std::int64_t> swap(const std::pair<std::int64_t, std::string>& p) {
+  return {p.second, p.first};
+}
+
+using Tuple3 = std::tuple<std::int32_t, double, std::string>;
+Tuple3 tuple3(const Tuple3& t) { return t; }
+
+double point_norm(const Point& p) { return std::hypot(p.x, p.y); }
+
+// Appends one line with a single write(2) on an O_APPEND descriptor, so that lines written by
+// several processes at once never interleave: tests count executions by counting lines.
+std::string append_line(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  const std::string line = text + "\n";
+  ssize_t written = ::write(fd, line.data(), line.size());
+  int write_errno = errno;
+  ::close(fd);
+  if (written != static_cast<ssize_t>(line.size())) {
+    throw std::runtime_error("cannot append to " + path + ": " +
+                             (written < 0 ? std::strerror(write_errno) : "short write"));
+  }
+  return text;
+}
+
+void void_task(std::int64_t) {}
+
+std::int64_t segfault() {
+  std::raise(SIGSEGV);
+  return 0;
+}
+
+std::int64_t abort_task() { std::abort(); }
+
+std::int32_t add_i32(std::int32_t a, std::int32_t b) {
+  std::int64_t sum = std::int64_t{a} + std::int64_t{b};
+  if (sum < std::numeric_limits<std::int32_t>::min() ||
+      sum > std::numeric_limits<std::int32_t>::max()) {
+    throw std::overflow_error("add_i32 overflows int32");
+  }
+  return static_cast<std::int32_t>(sum);
+}
+
+}  // namespace
+}  // namespace testing_plugin
+
+PLEXUS_PLUGIN(testing, "1.0.0", registry) {
+  namespace t = testing_plugin;
+  registry.add("sleep_ms", &t::sleep_ms)
+      .add("fail", &t::fail)
+      .add("throw_custom", &t::throw_custom)
+      .add("throw_int", &t::throw_int)
+      .add("bytes", &t::bytes)
+      .add("bytes_len", &t::bytes_len)
+      .add("checksum", &t::checksum)
+      .add("echo", &t::echo)
+      .add("concat", &t::concat)
+      .add("roundtrip", &t::roundtrip)
+      .add("swap", &t::swap)
+      .add("tuple3", &t::tuple3)
+      .add("point_norm", &t::point_norm)
+      .add("append_line", &t::append_line)
+      .add("void_task", &t::void_task)
+      .add("segfault", &t::segfault)
+      .add("abort_task", &t::abort_task)
+      .add("add_i32", &t::add_i32);
+}

@@ -1,1 +1,101 @@
-// placeholder
+#include <plexus/common/task_key.hpp>
+
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <random>
+#include <string>
+#include <string_view>
+
+namespace plexus {
+namespace {
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+void append_hex(const unsigned char* data, std::size_t size, std::string& out) {
+  for (std::size_t i = 0; i < size; ++i) {
+    out += kHexDigits[data[i] >> 4];
+    out += kHexDigits[data[i] & 0xf];
+  }
+}
+
+struct XxhStateDeleter {
+  void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
+};
+
+// A per-thread generator, reseeded when the process has forked since it was seeded: a child
+// must not repeat its parent's sequence (and so its parent's keys).
+class ThreadRandom {
+ public:
+  std::uint64_t next() {
+    if (pid_ != ::getpid()) seed();
+    return engine_();
+  }
+
+ private:
+  void seed() {
+    std::random_device device;
+    std::seed_seq seq{device(), device(), device(), device(),
+                      device(), device(), device(), device()};
+    engine_.seed(seq);
+    pid_ = ::getpid();
+  }
+
+  std::mt19937_64 engine_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace
+
+std::string task_key(std::string_view task_name, std::string_view encoded_args) {
+  // Streamed, so that large arguments are not copied: the digest equals XXH3-128 over
+  // name + '\0' + args. The '\0' keeps ("ab", "c...") apart from ("a", "bc...").
+  std::unique_ptr<XXH3_state_t, XxhStateDeleter> state(XXH3_createState());
+  if (!state) throw std::bad_alloc();
+  const unsigned char separator = 0;
+  XXH3_128bits_reset(state.get());
+  XXH3_128bits_update(state.get(), task_name.data(), task_name.size());
+  XXH3_128bits_update(state.get(), &separator, 1);
+  XXH3_128bits_update(state.get(), encoded_args.data(), encoded_args.size());
+  XXH128_hash_t hash = XXH3_128bits_digest(state.get());
+
+  // The canonical form is big-endian high64 then low64 on every machine.
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, hash);
+  std::string key;
+  key.reserve(task_name.size() + 1 + 2 * sizeof canonical.digest);
+  key.append(task_name);
+  key += '-';
+  append_hex(canonical.digest, sizeof canonical.digest, key);
+  return key;
+}
+
+std::string random_task_key(std::string_view task_name) {
+  std::string key(task_name);
+  key += '-';
+  key += uuid4();
+  return key;
+}
+
+std::string uuid4() {
+  thread_local ThreadRandom random;
+  unsigned char b[16];
+  for (int half = 0; half < 2; ++half) {
+    std::uint64_t v = random.next();
+    for (int i = 0; i < 8; ++i) b[8 * half + i] = static_cast<unsigned char>(v >> (8 * i));
+  }
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // variant 10 (RFC 4122)
+  std::string out;
+  out.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+    append_hex(&b[i], 1, out);
+  }
+  return out;
+}
+
+}  // namespace plexus

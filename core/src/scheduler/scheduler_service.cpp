@@ -1,1 +1,514 @@
-// placeholder
+#include <plexus/scheduler/scheduler_service.hpp>
+
+#include <plexus/common/logging.hpp>
+#include <plexus/config/config.hpp>
+#include <plexus/protocol/socket.hpp>
+#include <plexus/protocol/wire.hpp>
+
+#include <plexus/abi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace plexus::sched {
+
+namespace fb = flatbuffers;
+
+ServiceOptions service_options(const config::Config& c) {
+  ServiceOptions o;
+  o.address = c.get_string("scheduler.address");
+  o.scheduler_file = c.get_string("scheduler.scheduler-file");
+  o.heartbeat_interval_ms = static_cast<std::uint32_t>(c.get_int("scheduler.heartbeat-interval-ms"));
+  o.state.worker_ttl_s = static_cast<double>(c.get_int("scheduler.worker-ttl-ms")) / 1000.0;
+  o.state.allowed_failures = static_cast<std::uint32_t>(c.get_int("scheduler.allowed-failures"));
+  o.state.worker_saturation = c.get_double("scheduler.worker-saturation");
+  o.state.queue_target_s = c.get_double("scheduler.queue-target-ms") / 1000.0;
+  o.state.max_tasks_per_worker =
+      static_cast<std::uint32_t>(c.get_int("scheduler.max-tasks-per-worker"));
+  o.state.default_task_duration_s = c.get_double("scheduler.default-task-duration-ms") / 1000.0;
+  o.state.bandwidth_bytes_per_s =
+      static_cast<double>(c.get_int("scheduler.bandwidth-bytes-per-s"));
+  o.verify_max_depth = static_cast<std::uint32_t>(c.get_int("comm.verify-max-depth"));
+  o.verify_max_tables = static_cast<std::uint32_t>(c.get_int("comm.verify-max-tables"));
+  o.linger_ms = static_cast<int>(c.get_int("comm.linger-ms"));
+  o.max_message_bytes = c.get_int("comm.max-message-bytes");
+  return o;
+}
+
+namespace {
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+enum class Role : std::uint8_t { unknown, client, worker, removed };
+
+struct Peer {
+  std::string routing_id;
+  Role role = Role::unknown;
+  std::string name;
+  bool warned_malformed = false;
+};
+
+// Messages for one peer, gathered during a turn and sent as one batch.
+struct Pending {
+  wire::OutBatch batch;
+  std::vector<fb::Offset<wire::ComputeTask>> computes;
+  std::vector<fb::Offset<wire::KeyReport>> reports;
+  std::vector<fb::Offset<fb::String>> frees;
+  bool queued = false;  // in the dirty list
+};
+
+}  // namespace
+
+struct SchedulerService::Impl final : SchedulerOutbox {
+  explicit Impl(ServiceOptions o)
+      : options(std::move(o)),
+        log(logger("scheduler")),
+        socket(comm::context(), zmq::socket_type::router),
+        state(options.state, *this) {
+    comm::configure(socket, options.linger_ms, options.max_message_bytes);
+    socket.set(zmq::sockopt::router_mandatory, 1);
+    bound = comm::bind(socket, options.address);
+    if (!options.scheduler_file.empty()) write_scheduler_file();
+    scheduler_id = bound + "#" + std::to_string(::getpid());
+  }
+
+  void write_scheduler_file() {
+    std::string tmp = options.scheduler_file + ".tmp" + std::to_string(::getpid());
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << bound << "\n";
+      out.flush();
+      if (!out) {
+        throw std::runtime_error("cannot write scheduler file '" + options.scheduler_file + "'");
+      }
+    }
+    std::filesystem::rename(tmp, options.scheduler_file);
+  }
+
+  // ---- SchedulerOutbox ----
+  Pending& pending(PeerId peer) {
+    Pending& p = out[peer];
+    if (!p.queued) {
+      p.queued = true;
+      dirty.push_back(peer);
+    }
+    return p;
+  }
+
+  void compute(PeerId worker, const ComputeRequest& r) override {
+    Pending& p = pending(worker);
+    auto& b = p.batch;
+    std::vector<fb::Offset<wire::DepLocation>> deps;
+    deps.reserve(r.deps.size());
+    for (const auto& d : r.deps) {
+      std::vector<fb::Offset<fb::String>> holders;
+      for (auto h : d.holders) holders.push_back(b.str(h));
+      auto k = b.str(d.key);
+      auto hv = b.fbb().CreateVector(holders);
+      deps.push_back(wire::CreateDepLocation(b.fbb(), k, hv, d.nbytes));
+    }
+    auto key = b.str(r.key);
+    auto name = b.str(r.name);
+    auto args = b.bytes(r.args);
+    auto dv = deps.empty() ? 0 : b.fbb().CreateVector(deps);
+    p.computes.push_back(wire::CreateComputeTask(b.fbb(), key, name, args,
+                                                 dv.IsNull() ? fb::Offset<fb::Vector<fb::Offset<wire::DepLocation>>>() : dv,
+                                                 r.priority));
+  }
+
+  void free_key(PeerId worker, std::string_view key) override {
+    Pending& p = pending(worker);
+    p.frees.push_back(p.batch.str(key));
+  }
+
+  void report(PeerId client, const KeyReport& r) override {
+    Pending& p = pending(client);
+    auto& b = p.batch;
+    auto key = b.str(r.key);
+    fb::Offset<fb::Vector<std::uint8_t>> data;
+    if (r.inline_data) data = b.bytes(*r.inline_data);
+    fb::Offset<fb::Vector<fb::Offset<fb::String>>> holders;
+    if (!r.holders.empty()) {
+      std::vector<fb::Offset<fb::String>> hs;
+      for (auto h : r.holders) hs.push_back(b.str(h));
+      holders = b.fbb().CreateVector(hs);
+    }
+    fb::Offset<wire::Error> err;
+    if (r.error) err = b.error(*r.error);
+    p.reports.push_back(wire::CreateKeyReport(b.fbb(), key, static_cast<wire::KeyStatus>(r.status),
+                                              r.nbytes, r.inline_data.has_value(), data, holders,
+                                              err));
+  }
+
+  void shutdown_worker(PeerId worker, std::string_view reason) override {
+    Pending& p = pending(worker);
+    p.batch.add(wire::CreateShutdown(p.batch.fbb(), p.batch.str(reason)));
+  }
+
+  // ---- sending ----
+  void flush() {
+    for (PeerId peer : dirty) {
+      Pending& p = out[peer];
+      p.queued = false;
+      auto& b = p.batch;
+      if (!p.computes.empty()) {
+        b.add(wire::CreateCompute(b.fbb(), b.fbb().CreateVector(p.computes)));
+        p.computes.clear();
+      }
+      if (!p.reports.empty()) {
+        b.add(wire::CreateReports(b.fbb(), b.fbb().CreateVector(p.reports)));
+        p.reports.clear();
+      }
+      if (!p.frees.empty()) {
+        b.add(wire::CreateFreeKeys(b.fbb(), b.fbb().CreateVector(p.frees)));
+        p.frees.clear();
+      }
+      if (!b.empty()) send(peer, b.finish());
+      b.reset();
+    }
+    dirty.clear();
+  }
+
+  void send(PeerId peer, std::string_view bytes) {
+    auto it = peers.find(peer);
+    if (it == peers.end()) return;
+    send_raw(it->second.routing_id, bytes);
+  }
+
+  void send_raw(const std::string& routing_id, std::string_view bytes) {
+    try {
+      socket.send(zmq::buffer(routing_id), zmq::send_flags::sndmore);
+      socket.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+      ++stats.batches_sent;
+    } catch (const zmq::error_t& e) {
+      // EHOSTUNREACH: the peer has gone; heartbeats or its goodbye take care of its state.
+      log->debug("send failed peer={} error={}", comm::hex_id(zmq::message_t(routing_id)),
+                 e.what());
+    }
+  }
+
+  template <class Make>
+  void send_one(const std::string& routing_id, Make make) {
+    wire::OutBatch b;
+    b.add(make(b));
+    send_raw(routing_id, b.finish());
+  }
+
+  // ---- receiving ----
+  PeerId peer_for(const zmq::message_t& id) {
+    std::string rid(static_cast<const char*>(id.data()), id.size());
+    auto it = by_routing_id.find(rid);
+    if (it != by_routing_id.end()) return it->second;
+    PeerId p = next_peer++;
+    by_routing_id.emplace(rid, p);
+    peers[p].routing_id = std::move(rid);
+    return p;
+  }
+
+  void protocol_error(PeerId peer, const std::string& reason) {
+    ++stats.malformed_dropped;
+    Peer& pr = peers[peer];
+    if (!pr.warned_malformed) {
+      pr.warned_malformed = true;
+      log->warn("dropped message peer={} name='{}' reason='{}' (further ones from this peer are "
+                "logged at debug level)",
+                peer, pr.name, reason);
+    } else {
+      log->debug("dropped message peer={} reason='{}'", peer, reason);
+    }
+    send_one(pr.routing_id, [&](wire::OutBatch& b) {
+      return wire::CreateProtocolError(b.fbb(), b.str(reason));
+    });
+  }
+
+  void handle(std::vector<zmq::message_t>& frames) {
+    ++stats.messages_received;
+    if (frames.size() < 2) return;  // a ROUTER always prepends the id; nothing to answer
+    PeerId peer = peer_for(frames[0]);
+    const auto& body = frames[1];
+    const wire::Batch* batch = wire::verify_batch(body.data(), body.size(), limits);
+    if (!batch || !batch->messages()) {
+      protocol_error(peer, "malformed message (" + std::to_string(body.size()) +
+                               " bytes) failed verification and was dropped");
+      return;
+    }
+    double now = now_s();
+    for (const wire::Envelope* env : *batch->messages()) {
+      if (!env) continue;
+      dispatch(peer, *env, now);
+      if (stopping) return;
+    }
+  }
+
+  void dispatch(PeerId peer, const wire::Envelope& env, double now) {
+    Peer& pr = peers[peer];
+    if (env.msg_type() == wire::Msg::Hello) {
+      on_hello(peer, *env.msg_as_Hello(), now);
+      return;
+    }
+    if (pr.role == Role::removed) {
+      shutdown_worker(peer, "this worker was removed from the cluster (no heartbeat within "
+                            "worker-ttl); restart it to rejoin");
+      return;
+    }
+    if (pr.role == Role::unknown) {
+      protocol_error(peer, std::string("message '") + wire::EnumNameMsg(env.msg_type()) +
+                               "' before the Hello handshake was dropped");
+      return;
+    }
+    bool client = pr.role == Role::client;
+    switch (env.msg_type()) {
+      case wire::Msg::Submit: {
+        if (!client) break;
+        const auto* m = env.msg_as_Submit();
+        if (!m->tasks()) return;
+        std::vector<TaskSpec> specs;
+        specs.reserve(m->tasks()->size());
+        for (const wire::TaskSpec* t : *m->tasks()) {
+          if (!t || !t->key() || !t->name()) {
+            protocol_error(peer, "task without key or name dropped");
+            continue;
+          }
+          TaskSpec s;
+          s.key = wire::view(t->key());
+          s.name = wire::view(t->name());
+          s.args = wire::view(t->args());
+          s.deps = wire::strings(t->deps());
+          s.retries = t->retries();
+          s.priority = t->priority();
+          specs.push_back(std::move(s));
+        }
+        state.on_submit(peer, std::move(specs));
+        return;
+      }
+      case wire::Msg::Want: {
+        if (!client) break;
+        auto keys = wire::strings(env.msg_as_Want()->keys());
+        state.on_want(peer, keys);
+        return;
+      }
+      case wire::Msg::Release: {
+        if (!client) break;
+        auto keys = wire::strings(env.msg_as_Release()->keys());
+        state.on_release(peer, keys);
+        return;
+      }
+      case wire::Msg::Cancel: {
+        if (!client) break;
+        auto keys = wire::strings(env.msg_as_Cancel()->keys());
+        state.on_cancel(peer, keys);
+        return;
+      }
+      case wire::Msg::Done: {
+        if (client) break;
+        const auto* m = env.msg_as_Done();
+        if (m->done()) {
+          for (const wire::TaskDone* d : *m->done()) {
+            if (!d || !d->key()) continue;
+            std::optional<std::string_view> data;
+            if (d->inline_data()) data = wire::view(d->data());
+            state.on_task_done(peer, wire::view(d->key()), d->nbytes(), data,
+                               static_cast<double>(d->duration_us()) / 1e6, now);
+          }
+        }
+        if (m->failed()) {
+          for (const wire::TaskFailed* f : *m->failed()) {
+            if (!f || !f->key()) continue;
+            state.on_task_failed(peer, wire::view(f->key()), wire::to_error_info(f->error()),
+                                 static_cast<double>(f->duration_us()) / 1e6, now);
+          }
+        }
+        return;
+      }
+      case wire::Msg::MissingDeps: {
+        if (client) break;
+        const auto* m = env.msg_as_MissingDeps();
+        auto missing = wire::strings(m->missing());
+        state.on_missing_deps(peer, wire::view(m->key()), missing);
+        return;
+      }
+      case wire::Msg::Reject: {
+        if (client) break;
+        auto keys = wire::strings(env.msg_as_Reject()->keys());
+        state.on_reject(peer, keys);
+        return;
+      }
+      case wire::Msg::Heartbeat:
+        if (client) return;
+        state.on_heartbeat(peer, now);
+        return;
+      case wire::Msg::Goodbye: {
+        log->info("{} left peer={} name='{}' reason='{}'", client ? "client" : "worker", peer,
+                  pr.name, wire::view(env.msg_as_Goodbye()->reason()));
+        if (client) {
+          state.on_client_left(peer);
+        } else {
+          state.on_worker_left(peer, WorkerExit::graceful, now);
+        }
+        forget_peer(peer);
+        return;
+      }
+      default:
+        break;
+    }
+    protocol_error(peer, std::string("unexpected message '") + wire::EnumNameMsg(env.msg_type()) +
+                             "' from a " + (client ? "client" : "worker"));
+  }
+
+  void on_hello(PeerId peer, const wire::Hello& h, double now) {
+    Peer& pr = peers[peer];
+    std::string name(wire::view(h.name()));
+    if (h.protocol_version() != wire::kProtocolVersion) {
+      refuse(peer, "protocol version mismatch: peer '" + name + "' speaks version " +
+                       std::to_string(h.protocol_version()) + ", this scheduler speaks version " +
+                       std::to_string(wire::kProtocolVersion));
+      return;
+    }
+    if (h.role() == wire::Role::worker && h.sdk_abi() != PLEXUS_SDK_ABI_VERSION) {
+      refuse(peer, "SDK ABI mismatch: worker '" + name + "' has SDK ABI " +
+                       std::to_string(h.sdk_abi()) + ", this scheduler has SDK ABI " +
+                       std::to_string(PLEXUS_SDK_ABI_VERSION));
+      return;
+    }
+    if (pr.role != Role::unknown && pr.role != Role::removed) {
+      protocol_error(peer, "second Hello from the same peer ignored");
+      return;
+    }
+    pr.name = name;
+    if (h.role() == wire::Role::worker) {
+      if (h.nthreads() == 0 || !h.data_address() || h.data_address()->size() == 0) {
+        refuse(peer, "worker '" + name + "' announced no threads or no data address");
+        return;
+      }
+      pr.role = Role::worker;
+      WorkerInfo info;
+      info.name = name;
+      info.data_address = wire::view(h.data_address());
+      info.nthreads = h.nthreads();
+      log->info("worker joined peer={} name='{}' nthreads={} data={} pid={}", peer, name,
+                info.nthreads, info.data_address, h.pid());
+      state.on_worker_joined(peer, std::move(info), now);
+    } else {
+      pr.role = Role::client;
+      log->info("client joined peer={} name='{}' pid={}", peer, name, h.pid());
+      state.on_client_joined(peer, name);
+    }
+    // The Welcome goes first in this peer's batch: it must precede anything the state sent.
+    Pending& p = pending(peer);
+    auto sid = p.batch.str(scheduler_id);
+    auto welcome = wire::CreateWelcome(p.batch.fbb(), wire::kProtocolVersion, peer,
+                                       options.heartbeat_interval_ms, sid);
+    p.batch.add(welcome);
+  }
+
+  void refuse(PeerId peer, const std::string& reason) {
+    log->warn("refused peer={} reason='{}'", peer, reason);
+    send_one(peers[peer].routing_id,
+             [&](wire::OutBatch& b) { return wire::CreateRefused(b.fbb(), b.str(reason)); });
+    forget_peer(peer);
+  }
+
+  void forget_peer(PeerId peer) {
+    auto it = peers.find(peer);
+    if (it == peers.end()) return;
+    by_routing_id.erase(it->second.routing_id);
+    out.erase(peer);
+    peers.erase(it);
+  }
+
+  void tick(double now) {
+    for (PeerId w : state.on_tick(now)) {
+      auto it = peers.find(w);
+      if (it == peers.end()) continue;
+      log->warn("worker removed peer={} name='{}': no heartbeat within {} ms", w, it->second.name,
+                static_cast<long>(options.state.worker_ttl_s * 1000));
+      it->second.role = Role::removed;
+    }
+  }
+
+  void say_goodbye() {
+    for (auto& [id, pr] : peers) {
+      if (pr.role == Role::worker) {
+        send_one(pr.routing_id, [&](wire::OutBatch& b) {
+          return wire::CreateShutdown(b.fbb(), b.str("the scheduler is shutting down"));
+        });
+      } else if (pr.role == Role::client) {
+        send_one(pr.routing_id, [&](wire::OutBatch& b) {
+          return wire::CreateShutdown(b.fbb(), b.str("the scheduler is shutting down"));
+        });
+      }
+    }
+  }
+
+  void run() {
+    zmq::pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
+    std::vector<zmq::message_t> frames;
+    double tick_every = std::max(0.05, static_cast<double>(options.heartbeat_interval_ms) / 1000.0);
+    double next_tick = now_s() + tick_every;
+    log->info("scheduler listening address={}", bound);
+    while (!stopping) {
+      double t = now_s();
+      long timeout_ms = static_cast<long>(std::max(0.0, (next_tick - t) * 1000.0)) + 1;
+      zmq::poll(items, 2, std::chrono::milliseconds(timeout_ms));
+      if (items[1].revents & ZMQ_POLLIN) wake.drain();
+      // Drain a bounded number of messages per turn so that replies flow out regularly.
+      for (int i = 0; i < 4096 && !stopping; ++i) {
+        if (!comm::recv_multipart(socket, frames, true)) break;
+        handle(frames);
+      }
+      t = now_s();
+      if (t >= next_tick) {
+        tick(t);
+        next_tick = t + tick_every;
+      }
+      flush();
+    }
+    say_goodbye();
+    if (!options.scheduler_file.empty()) {
+      std::error_code ec;
+      std::filesystem::remove(options.scheduler_file, ec);
+    }
+    log->info("scheduler stopped address={} received={} dropped={}", bound,
+              stats.messages_received, stats.malformed_dropped);
+    socket.close();
+  }
+
+  ServiceOptions options;
+  std::shared_ptr<spdlog::logger> log;
+  zmq::socket_t socket;
+  SchedulerState state;
+  std::string bound;
+  std::string scheduler_id;
+  wire::VerifyLimits limits{options.verify_max_depth, options.verify_max_tables};
+  comm::Wakeup wake;
+  std::atomic<bool> stopping{false};
+  std::unordered_map<std::string, PeerId> by_routing_id;
+  std::unordered_map<PeerId, Peer> peers;
+  std::unordered_map<PeerId, Pending> out;
+  std::vector<PeerId> dirty;
+  PeerId next_peer = 1;
+  ServiceStats stats;
+};
+
+SchedulerService::SchedulerService(ServiceOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+SchedulerService::~SchedulerService() = default;
+const std::string& SchedulerService::address() const { return impl_->bound; }
+void SchedulerService::run() { impl_->run(); }
+void SchedulerService::stop() {
+  impl_->stopping = true;
+  impl_->wake.notify();
+}
+ServiceStats SchedulerService::stats() const { return impl_->stats; }
+
+}  // namespace plexus::sched

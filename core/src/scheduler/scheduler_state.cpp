@@ -1,1 +1,1554 @@
-// placeholder
+// SchedulerState: the scheduler's transition engine over interned task records.
+//
+// Representation (see scheduler_state.hpp for the contract):
+//  - Tasks live in a deque (stable addresses, so the key index can hold views of their keys) and
+//    are named by dense ids; forgotten ids go to a free list. An open-addressing index maps keys
+//    to ids. Task names are interned once (they also carry the learned duration).
+//  - Every many-to-many relation (task deps <-> dependents, task holders <-> worker has_what,
+//    task wanters <-> client wants) is a pair of lists of `Link`s, each link holding the index of
+//    its mirror in the other list, so either side is removed in O(1) by swap-remove.
+//  - Per-task lists are small vectors with inline room for the common case, so a task costs no
+//    heap allocation beyond its key and argument strings.
+//  - Ready tasks wait in a binary heap ordered by (priority desc, submission seq asc) with lazy
+//    deletion; unsaturated workers sit in an indexed min-heap ordered by expected start.
+//
+// Invariants (checked by validate()):
+//  - needed(t) := a client wants t, or a dependent of t is waiting/queued/processing ("active").
+//  - every record has a wanter or a dependent; otherwise it is forgotten.
+//  - active and memory tasks are needed; released tasks are not.
+//  - queued and processing tasks have every dependency in memory; a waiting task counts its
+//    dependencies not in memory (n_waiting > 0), each of which is active itself.
+//  - a task has holders iff it is in memory; a task is in its worker's processing list iff it
+//    is processing.
+#include <plexus/scheduler/scheduler_state.hpp>
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <new>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+namespace plexus::sched {
+
+const char* to_string(TaskState s) {
+  switch (s) {
+    case TaskState::released: return "released";
+    case TaskState::waiting: return "waiting";
+    case TaskState::queued: return "queued";
+    case TaskState::processing: return "processing";
+    case TaskState::memory: return "memory";
+    case TaskState::erred: return "erred";
+  }
+  return "?";
+}
+
+namespace {
+
+using Index = std::uint32_t;
+using TaskId = Index;
+constexpr Index kNone = std::numeric_limits<Index>::max();
+
+/// One end of a two-sided link: the other end's id, and where this link's mirror sits in the
+/// other end's list.
+struct Link {
+  Index id;
+  Index back;
+};
+
+/// A vector of trivially copyable values with room for N of them inline.
+template <class T, std::uint32_t N>
+class SmallVec {
+  static_assert(std::is_trivially_copyable_v<T> && N >= 1);
+
+ public:
+  SmallVec() noexcept {}
+  ~SmallVec() { release(); }
+  SmallVec(const SmallVec&) = delete;
+  SmallVec& operator=(const SmallVec&) = delete;
+  SmallVec(SmallVec&& other) noexcept { steal(other); }
+  SmallVec& operator=(SmallVec&& other) noexcept {
+    if (this != &other) {
+      release();
+      steal(other);
+    }
+    return *this;
+  }
+
+  std::uint32_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  T* begin() { return data(); }
+  T* end() { return data() + size_; }
+  const T* begin() const { return data(); }
+  const T* end() const { return data() + size_; }
+  T& operator[](std::uint32_t i) { return data()[i]; }
+  const T& operator[](std::uint32_t i) const { return data()[i]; }
+  T& back() { return data()[size_ - 1]; }
+  void push_back(T value) {  // by value: `value` may live in this vector
+    if (size_ == cap_) grow();
+    data()[size_++] = value;
+  }
+  void pop_back() { --size_; }
+  /// Empties the vector and gives back any heap storage.
+  void release() {
+    if (cap_ > N) ::operator delete(heap_);
+    cap_ = N;
+    size_ = 0;
+  }
+
+ private:
+  T* data() { return cap_ > N ? heap_ : inline_; }
+  const T* data() const { return cap_ > N ? heap_ : inline_; }
+  void grow() {
+    const std::uint32_t cap = cap_ * 2;
+    T* p = static_cast<T*>(::operator new(sizeof(T) * cap));
+    std::memcpy(p, data(), sizeof(T) * size_);
+    if (cap_ > N) ::operator delete(heap_);
+    heap_ = p;
+    cap_ = cap;
+  }
+  void steal(SmallVec& other) {
+    size_ = other.size_;
+    cap_ = other.cap_;
+    if (cap_ > N) {
+      heap_ = other.heap_;
+    } else {
+      std::memcpy(inline_, other.inline_, sizeof(T) * size_);
+    }
+    other.cap_ = N;
+    other.size_ = 0;
+  }
+
+  union {
+    T inline_[N];
+    T* heap_;
+  };
+  std::uint32_t size_ = 0;
+  std::uint32_t cap_ = N;
+};
+
+template <class List>
+Index list_size(const List& list) {
+  return static_cast<Index>(list.size());
+}
+
+/// Links a and b: appends to list_of_a(a) and list_of_b(b), each pointing at the other.
+template <class ListOfA, class ListOfB>
+void add_link(ListOfA list_of_a, Index a, ListOfB list_of_b, Index b) {
+  auto& la = list_of_a(a);
+  auto& lb = list_of_b(b);
+  la.push_back(Link{b, list_size(lb)});
+  lb.push_back(Link{a, list_size(la) - 1});
+}
+
+/// Removes link i of list_of_a(a) and its mirror, by swap-remove on both sides.
+template <class ListOfA, class ListOfB>
+void remove_link(ListOfA list_of_a, Index a, Index i, ListOfB list_of_b) {
+  auto& la = list_of_a(a);
+  const Link l = la[i];
+  auto& lb = list_of_b(l.id);
+  const Index j = l.back;
+  const Index jl = list_size(lb) - 1;
+  if (j != jl) {
+    lb[j] = lb[jl];
+    list_of_a(lb[j].id)[lb[j].back].back = j;
+  }
+  lb.pop_back();
+  const Index il = list_size(la) - 1;
+  if (i != il) {
+    la[i] = la[il];
+    list_of_b(la[i].id)[la[i].back].back = i;
+  }
+  la.pop_back();
+}
+
+struct Task {
+  std::string key;
+  std::string args;
+  SmallVec<Link, 2> deps;        // {dependency, index in its dependents}, in spec order
+  SmallVec<Link, 1> dependents;  // {dependent, index in its deps}
+  SmallVec<Link, 1> holders;     // {worker, index in its has_what}; non-empty iff memory
+  SmallVec<Link, 1> wanted_by;   // {client, index in its wants}
+  std::shared_ptr<const ErrorInfo> error;  // erred only; shared along an erred chain
+  std::uint64_t seq = 0;                   // submission order
+  std::uint64_t nbytes = 0;
+  std::int64_t est_ns = 0;  // expected duration charged to `worker` while processing
+  Index name = 0;
+  Index worker = kNone;  // processing only
+  Index worker_pos = 0;  // index in that worker's processing list
+  std::uint32_t n_waiting = 0;          // waiting only: dependencies not in memory
+  std::uint32_t active_dependents = 0;  // dependents waiting, queued or processing
+  std::uint32_t retries = 0;
+  std::int32_t priority = 0;
+  TaskState state = TaskState::released;
+  bool alive = false;
+};
+
+struct Worker {
+  PeerId peer = 0;
+  std::string name;
+  std::string address;
+  std::uint32_t nthreads = 1;
+  bool alive = false;
+  bool closing = false;  // handed work back: gets no new tasks
+  bool touched = false;  // placement scratch
+  double last_seen = 0;
+  std::vector<TaskId> processing;  // Task::worker_pos indexes this
+  std::vector<Link> has_what;      // {task, index in its holders}
+  std::int64_t occupancy_ns = 0;   // sum of est_ns of processing tasks
+  double start_s = 0;              // occupancy per thread, seconds
+  std::uint32_t min_tasks = 1;     // ceil(worker_saturation * nthreads), capped
+  std::uint32_t max_tasks = 1;     // max_tasks_per_worker
+  std::int64_t target_ns = 0;      // queue_target_s * nthreads
+  Index heap_pos = kNone;          // in the placement heap iff alive, not closing, unsaturated
+  std::uint64_t acc_bytes = 0;     // placement scratch
+};
+
+struct Client {
+  PeerId peer = 0;
+  std::string name;
+  std::vector<Link> wants;  // {task, index in its wanted_by}
+  bool alive = false;
+};
+
+struct NameInfo {
+  std::string name;
+  double duration_s = 0;
+  bool measured = false;
+};
+
+struct ReadyEntry {
+  std::int32_t priority;
+  TaskId id;
+  std::uint64_t seq;
+};
+
+/// Heap order: the entry to run first is the greatest.
+struct ReadyLess {
+  bool operator()(const ReadyEntry& a, const ReadyEntry& b) const {
+    if (a.priority != b.priority) return a.priority < b.priority;
+    return a.seq > b.seq;
+  }
+};
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+/// Open-addressing (linear probing, backward-shift deletion) map from key to task id. Keys are
+/// not stored: `key_of(id)` reads them from the task records.
+class KeyIndex {
+ public:
+  KeyIndex() : slots_(16) {}
+
+  template <class KeyOf>
+  Index find(std::string_view key, KeyOf key_of) const {
+    const std::uint32_t h = hash(key);
+    for (std::size_t i = h & mask();; i = (i + 1) & mask()) {
+      const Slot& s = slots_[i];
+      if (s.id == kNone) return kNone;
+      if (s.hash == h && key_of(s.id) == key) return s.id;
+    }
+  }
+
+  /// `key` must not be present.
+  void insert(std::string_view key, Index id) {
+    if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.size() * 2);
+    place(Slot{id, hash(key)});
+    ++size_;
+  }
+
+  template <class KeyOf>
+  void erase(std::string_view key, KeyOf key_of) {
+    const std::uint32_t h = hash(key);
+    std::size_t i = h & mask();
+    for (;; i = (i + 1) & mask()) {
+      const Slot& s = slots_[i];
+      if (s.id == kNone) return;
+      if (s.hash == h && key_of(s.id) == key) break;
+    }
+    // Backward shift: pull later entries of the probe run into the gap where they may live.
+    for (std::size_t j = (i + 1) & mask();; j = (j + 1) & mask()) {
+      if (slots_[j].id == kNone) break;
+      const std::size_t home = slots_[j].hash & mask();
+      if (((j - home) & mask()) >= ((j - i) & mask())) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i] = Slot{};
+    --size_;
+  }
+
+  std::size_t size() const { return size_; }
+
+ private:
+  struct Slot {
+    Index id = kNone;
+    std::uint32_t hash = 0;
+  };
+  static std::uint32_t hash(std::string_view key) {
+    return static_cast<std::uint32_t>(XXH3_64bits(key.data(), key.size()));
+  }
+  std::size_t mask() const { return slots_.size() - 1; }
+  void place(Slot s) {
+    std::size_t i = s.hash & mask();
+    while (slots_[i].id != kNone) i = (i + 1) & mask();
+    slots_[i] = s;
+  }
+  void rehash(std::size_t n) {
+    std::vector<Slot> old(n);
+    old.swap(slots_);
+    for (const Slot& s : old) {
+      if (s.id != kNone) place(s);
+    }
+  }
+
+  std::vector<Slot> slots_;
+  std::size_t size_ = 0;
+};
+
+bool is_active(TaskState s) {
+  return s == TaskState::waiting || s == TaskState::queued || s == TaskState::processing;
+}
+
+std::int64_t to_ns(double seconds) {
+  if (!(seconds > 0)) return 0;
+  if (seconds > 1e9) return std::int64_t{1} << 62;
+  return std::llround(seconds * 1e9);
+}
+
+}  // namespace
+
+struct SchedulerState::Impl {
+  Impl(SchedulerOptions o, SchedulerOutbox& ob) : opt(o), out(ob) {}
+
+  SchedulerOptions opt;
+  SchedulerOutbox& out;
+  SchedulerCounters counters;
+
+  std::deque<Task> tasks;
+  std::vector<TaskId> free_tasks;
+  KeyIndex keys;
+  std::uint64_t next_seq = 0;
+
+  std::vector<NameInfo> names;
+  std::unordered_map<std::string, Index, StringHash, std::equal_to<>> name_index;
+
+  std::vector<Worker> workers;
+  std::vector<Index> free_workers;
+  std::unordered_map<PeerId, Index> worker_index;
+  std::unordered_set<PeerId> timed_out;  // removed for silence; told to shut down if heard again
+  std::vector<Index> worker_heap;        // unsaturated running workers, earliest start first
+
+  std::vector<Client> clients;
+  std::vector<Index> free_clients;
+  std::unordered_map<PeerId, Index> client_index;
+
+  std::vector<ReadyEntry> ready;  // lazy deletion: an entry is live iff its task is queued
+  std::size_t queued = 0;
+
+  // Workers each task was running on when they died (suspicious deaths); rare.
+  std::unordered_map<TaskId, std::vector<std::string>> died_on;
+
+  // Scratch, kept to reuse capacity.
+  std::vector<TaskId> release_work;  // tasks whose need may have dropped
+  std::vector<TaskId> recompute_stack;
+  std::vector<TaskId> err_stack;
+  std::vector<Index> touched;
+  std::vector<TaskId> scratch_ids;
+  ComputeRequest request;
+  std::vector<DepLocation> spare_deps;
+  std::vector<std::string_view> report_holders;
+
+  // ---- accessors for the link helpers ----
+  auto deps_of() {
+    return [this](Index i) -> SmallVec<Link, 2>& { return tasks[i].deps; };
+  }
+  auto dependents_of() {
+    return [this](Index i) -> SmallVec<Link, 1>& { return tasks[i].dependents; };
+  }
+  auto holders_of() {
+    return [this](Index i) -> SmallVec<Link, 1>& { return tasks[i].holders; };
+  }
+  auto has_what_of() {
+    return [this](Index i) -> std::vector<Link>& { return workers[i].has_what; };
+  }
+  auto wanted_by_of() {
+    return [this](Index i) -> SmallVec<Link, 1>& { return tasks[i].wanted_by; };
+  }
+  auto wants_of() {
+    return [this](Index i) -> std::vector<Link>& { return clients[i].wants; };
+  }
+  auto key_of() const {
+    return [this](Index i) -> std::string_view { return tasks[i].key; };
+  }
+
+  TaskId find_task(std::string_view key) const { return keys.find(key, key_of()); }
+  Index find_worker(PeerId peer) const {
+    auto it = worker_index.find(peer);
+    return it == worker_index.end() ? kNone : it->second;
+  }
+  Index find_client(PeerId peer) const {
+    auto it = client_index.find(peer);
+    return it == client_index.end() ? kNone : it->second;
+  }
+  static bool needed(const Task& t) { return !t.wanted_by.empty() || t.active_dependents > 0; }
+
+  // ---- records ----
+
+  Index intern_name(std::string_view name) {
+    auto it = name_index.find(name);
+    if (it != name_index.end()) return it->second;
+    const auto id = static_cast<Index>(names.size());
+    names.push_back(NameInfo{std::string(name), 0, false});
+    name_index.emplace(std::string(name), id);
+    return id;
+  }
+
+  double expected_duration(Index name) const {
+    const NameInfo& n = names[name];
+    return n.measured ? n.duration_s : opt.default_task_duration_s;
+  }
+
+  TaskId new_task(TaskSpec& spec) {
+    TaskId id;
+    if (!free_tasks.empty()) {
+      id = free_tasks.back();
+      free_tasks.pop_back();
+    } else {
+      id = static_cast<TaskId>(tasks.size());
+      tasks.emplace_back();
+    }
+    Task& t = tasks[id];
+    t.key = std::move(spec.key);
+    t.args = std::move(spec.args);
+    t.name = intern_name(spec.name);
+    t.retries = spec.retries;
+    t.priority = spec.priority;
+    t.seq = next_seq++;
+    t.nbytes = 0;
+    t.est_ns = 0;
+    t.worker = kNone;
+    t.n_waiting = 0;
+    t.active_dependents = 0;
+    t.state = TaskState::released;
+    t.alive = true;
+    keys.insert(t.key, id);
+    ++counters.transitions;
+    return id;
+  }
+
+  /// Precondition: no wanters, no dependents, not active, no holders.
+  void forget(TaskId id) {
+    Task& t = tasks[id];
+    while (!t.deps.empty()) {
+      const Index d = t.deps.back().id;
+      remove_link(deps_of(), id, t.deps.size() - 1, dependents_of());
+      release_work.push_back(d);
+    }
+    keys.erase(t.key, key_of());
+    died_on.erase(id);
+    t.error.reset();
+    // Keep small string buffers for the next task; give back big ones.
+    if (t.key.capacity() > 256) std::string().swap(t.key);
+    if (t.args.capacity() > 256) std::string().swap(t.args);
+    t.key.clear();
+    t.args.clear();
+    t.deps.release();
+    t.dependents.release();
+    t.holders.release();
+    t.wanted_by.release();
+    t.alive = false;
+    free_tasks.push_back(id);
+    ++counters.transitions;
+  }
+
+  Index ensure_client(PeerId peer, std::string_view name) {
+    Index c = find_client(peer);
+    if (c != kNone) return c;
+    if (!free_clients.empty()) {
+      c = free_clients.back();
+      free_clients.pop_back();
+    } else {
+      c = static_cast<Index>(clients.size());
+      clients.emplace_back();
+    }
+    Client& cl = clients[c];
+    cl.peer = peer;
+    cl.name = name;
+    cl.wants.clear();
+    cl.alive = true;
+    client_index.emplace(peer, c);
+    return c;
+  }
+
+  // ---- state changes ----
+
+  void set_state(TaskId id, TaskState s) {
+    Task& t = tasks[id];
+    const TaskState old = t.state;
+    if (old == TaskState::queued) --queued;
+    if (s == TaskState::queued) ++queued;
+    t.state = s;
+    ++counters.transitions;
+    const bool was = is_active(old);
+    const bool now = is_active(s);
+    if (was == now) return;
+    for (const Link& l : t.deps) {
+      Task& d = tasks[l.id];
+      if (now) {
+        ++d.active_dependents;
+      } else if (--d.active_dependents == 0) {
+        release_work.push_back(l.id);
+      }
+    }
+  }
+
+  std::uint32_t count_missing(const Task& t) const {
+    std::uint32_t n = 0;
+    for (const Link& l : t.deps) n += tasks[l.id].state != TaskState::memory;
+    return n;
+  }
+
+  void make_ready(TaskId id) {
+    set_state(id, TaskState::queued);
+    const Task& t = tasks[id];
+    ready.push_back(ReadyEntry{t.priority, id, t.seq});
+    std::push_heap(ready.begin(), ready.end(), ReadyLess{});
+  }
+
+  /// Brings a released task that is needed back to work (waiting or ready), and recursively the
+  /// released dependencies it then needs; a task with an erred dependency errs instead.
+  void compute_released(TaskId root, bool after_loss) {
+    recompute_stack.push_back(root);
+    while (!recompute_stack.empty()) {
+      const TaskId id = recompute_stack.back();
+      recompute_stack.pop_back();
+      Task& t = tasks[id];
+      if (!t.alive || t.state != TaskState::released || !needed(t)) continue;
+      if (after_loss) ++counters.tasks_recomputed;
+      std::shared_ptr<const ErrorInfo> err;
+      for (const Link& l : t.deps) {
+        if (tasks[l.id].state == TaskState::erred) {
+          err = tasks[l.id].error;
+          break;
+        }
+      }
+      if (err) {
+        set_erred(id, std::move(err));
+        continue;
+      }
+      const std::uint32_t n = count_missing(t);
+      if (n == 0) {
+        make_ready(id);
+        continue;
+      }
+      set_state(id, TaskState::waiting);
+      t.n_waiting = n;
+      for (const Link& l : t.deps) {
+        if (tasks[l.id].state == TaskState::released) recompute_stack.push_back(l.id);
+      }
+    }
+  }
+
+  /// Errs the task (released, waiting or queued; detached from any worker) and, transitively,
+  /// its waiting dependents, reporting to every wanter.
+  void set_erred(TaskId root, std::shared_ptr<const ErrorInfo> err) {
+    err_stack.push_back(root);
+    while (!err_stack.empty()) {
+      const TaskId id = err_stack.back();
+      err_stack.pop_back();
+      Task& t = tasks[id];
+      if (!t.alive || t.state == TaskState::erred) continue;
+      set_state(id, TaskState::erred);
+      t.error = err;
+      KeyReport r;
+      r.key = t.key;
+      r.status = KeyStatus::erred;
+      r.error = err.get();
+      for (const Link& w : t.wanted_by) out.report(clients[w.id].peer, r);
+      for (const Link& l : t.dependents) {
+        if (tasks[l.id].state == TaskState::waiting) err_stack.push_back(l.id);
+      }
+    }
+  }
+
+  /// A memory task lost its last holder: it becomes released and its dependents that counted on
+  /// it wait again (pulled back from their workers when processing).
+  void leave_memory(TaskId id, bool after_loss) {
+    set_state(id, TaskState::released);
+    Task& t = tasks[id];
+    for (const Link& l : t.dependents) {
+      Task& d = tasks[l.id];
+      switch (d.state) {
+        case TaskState::waiting:
+          ++d.n_waiting;
+          break;
+        case TaskState::processing:
+          out.free_key(workers[d.worker].peer, d.key);
+          detach(l.id);
+          if (after_loss) ++counters.tasks_recomputed;
+          [[fallthrough]];
+        case TaskState::queued:
+          set_state(l.id, TaskState::waiting);
+          d.n_waiting = count_missing(d);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  /// Gives back what a task that nobody needs holds (data, a worker slot), and forgets the
+  /// record when nothing refers to it.
+  void maybe_release(TaskId id) {
+    Task& t = tasks[id];
+    if (needed(t)) return;
+    switch (t.state) {
+      case TaskState::memory:
+        while (!t.holders.empty()) {
+          out.free_key(workers[t.holders.back().id].peer, t.key);
+          remove_link(holders_of(), id, t.holders.size() - 1, has_what_of());
+        }
+        set_state(id, TaskState::released);
+        break;
+      case TaskState::processing:
+        out.free_key(workers[t.worker].peer, t.key);
+        detach(id);
+        set_state(id, TaskState::released);
+        break;
+      case TaskState::waiting:
+      case TaskState::queued:
+        set_state(id, TaskState::released);
+        break;
+      case TaskState::released:
+      case TaskState::erred:
+        break;
+    }
+    if (t.wanted_by.empty() && t.dependents.empty()) forget(id);
+  }
+
+  void drain_releases() {
+    // Nothing creates tasks while draining, so a dead id stays dead.
+    while (!release_work.empty()) {
+      const TaskId id = release_work.back();
+      release_work.pop_back();
+      if (tasks[id].alive) maybe_release(id);
+    }
+  }
+
+  // ---- clients' wants ----
+
+  void report_memory(TaskId id, PeerId client, std::optional<std::string_view> inline_data) {
+    const Task& t = tasks[id];
+    report_holders.clear();
+    for (const Link& h : t.holders) report_holders.push_back(workers[h.id].address);
+    KeyReport r;
+    r.key = t.key;
+    r.status = KeyStatus::memory;
+    r.nbytes = t.nbytes;
+    r.inline_data = inline_data;
+    r.holders = std::move(report_holders);
+    out.report(client, r);
+    report_holders = std::move(r.holders);
+  }
+
+  /// Client c wants an existing task: add the want (once), tell it at once what is known, and
+  /// bring a released task back.
+  void want(Index c, TaskId id) {
+    Task& t = tasks[id];
+    bool has = false;
+    for (const Link& w : t.wanted_by) has = has || w.id == c;
+    if (!has) add_link(wanted_by_of(), id, wants_of(), c);
+    switch (t.state) {
+      case TaskState::memory:
+        report_memory(id, clients[c].peer, std::nullopt);
+        break;
+      case TaskState::erred: {
+        KeyReport r;
+        r.key = t.key;
+        r.status = KeyStatus::erred;
+        r.error = t.error.get();
+        out.report(clients[c].peer, r);
+        break;
+      }
+      case TaskState::released:
+        compute_released(id, false);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // ---- workers ----
+
+  bool saturated(const Worker& w) const {
+    const auto n = static_cast<std::uint32_t>(w.processing.size());
+    return n >= w.max_tasks || (n >= w.min_tasks && w.occupancy_ns >= w.target_ns);
+  }
+
+  bool heap_less(Index a, Index b) const {
+    const Worker& wa = workers[a];
+    const Worker& wb = workers[b];
+    if (wa.start_s != wb.start_s) return wa.start_s < wb.start_s;
+    if (wa.processing.size() != wb.processing.size()) {
+      return wa.processing.size() < wb.processing.size();
+    }
+    return wa.peer < wb.peer;
+  }
+  void heap_set(std::size_t i, Index w) {
+    worker_heap[i] = w;
+    workers[w].heap_pos = static_cast<Index>(i);
+  }
+  void heap_up(std::size_t i) {
+    const Index w = worker_heap[i];
+    while (i > 0) {
+      const std::size_t p = (i - 1) / 2;
+      if (!heap_less(w, worker_heap[p])) break;
+      heap_set(i, worker_heap[p]);
+      i = p;
+    }
+    heap_set(i, w);
+  }
+  void heap_down(std::size_t i) {
+    const Index w = worker_heap[i];
+    const std::size_t n = worker_heap.size();
+    for (;;) {
+      std::size_t c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && heap_less(worker_heap[c + 1], worker_heap[c])) ++c;
+      if (!heap_less(worker_heap[c], w)) break;
+      heap_set(i, worker_heap[c]);
+      i = c;
+    }
+    heap_set(i, w);
+  }
+  void heap_remove(Index w) {
+    const std::size_t i = workers[w].heap_pos;
+    workers[w].heap_pos = kNone;
+    const Index last = worker_heap.back();
+    worker_heap.pop_back();
+    if (i == worker_heap.size()) return;
+    heap_set(i, last);
+    heap_up(i);
+    heap_down(workers[last].heap_pos);
+  }
+
+  /// After a worker's load changed: recompute its start estimate and heap membership.
+  void refresh_worker(Index wi) {
+    Worker& w = workers[wi];
+    w.start_s = static_cast<double>(w.occupancy_ns) / 1e9 / w.nthreads;
+    const bool in = w.alive && !w.closing && !saturated(w);
+    if (in && w.heap_pos == kNone) {
+      worker_heap.push_back(wi);
+      w.heap_pos = static_cast<Index>(worker_heap.size() - 1);
+      heap_up(w.heap_pos);
+    } else if (!in && w.heap_pos != kNone) {
+      heap_remove(wi);
+    } else if (in) {
+      heap_up(w.heap_pos);
+      heap_down(w.heap_pos);
+    }
+  }
+
+  void assign(TaskId id, Index wi) {
+    Task& t = tasks[id];
+    Worker& w = workers[wi];
+    t.worker = wi;
+    t.worker_pos = static_cast<Index>(w.processing.size());
+    t.est_ns = to_ns(expected_duration(t.name));
+    w.processing.push_back(id);
+    w.occupancy_ns += t.est_ns;
+    refresh_worker(wi);
+  }
+
+  void detach(TaskId id) {
+    Task& t = tasks[id];
+    const Index wi = t.worker;
+    Worker& w = workers[wi];
+    const TaskId last = w.processing.back();
+    w.processing[t.worker_pos] = last;
+    tasks[last].worker_pos = t.worker_pos;
+    w.processing.pop_back();
+    w.occupancy_ns -= t.est_ns;
+    t.worker = kNone;
+    refresh_worker(wi);
+  }
+
+  /// The unsaturated worker with the earliest expected start for `id`: its queued work per
+  /// thread plus the time to fetch the dependency bytes it lacks. Ties: lowest load, then PeerId.
+  Index choose_worker(TaskId id) {
+    const Task& t = tasks[id];
+    Index best = worker_heap.front();
+    if (t.deps.empty()) return best;
+    std::uint64_t total = 0;
+    for (const Link& l : t.deps) {
+      const Task& d = tasks[l.id];
+      total += d.nbytes;
+      for (const Link& h : d.holders) {
+        Worker& w = workers[h.id];
+        if (!w.touched) {
+          w.touched = true;
+          touched.push_back(h.id);
+        }
+        w.acc_bytes += d.nbytes;
+      }
+    }
+    const double bw = opt.bandwidth_bytes_per_s > 0 ? opt.bandwidth_bytes_per_s : 1e300;
+    auto cost = [&](const Worker& w) {
+      return w.start_s + static_cast<double>(total - w.acc_bytes) / bw;
+    };
+    double best_cost = cost(workers[best]);
+    for (const Index wi : touched) {
+      const Worker& w = workers[wi];
+      if (w.heap_pos == kNone || wi == best) continue;
+      const double c = cost(w);
+      const Worker& b = workers[best];
+      if (c < best_cost ||
+          (c == best_cost && (w.processing.size() < b.processing.size() ||
+                              (w.processing.size() == b.processing.size() && w.peer < b.peer)))) {
+        best = wi;
+        best_cost = c;
+      }
+    }
+    for (const Index wi : touched) {
+      workers[wi].touched = false;
+      workers[wi].acc_bytes = 0;
+    }
+    touched.clear();
+    return best;
+  }
+
+  void set_request_deps(std::size_t n) {
+    auto& deps = request.deps;
+    while (deps.size() > n) {
+      spare_deps.push_back(std::move(deps.back()));
+      deps.pop_back();
+    }
+    while (deps.size() < n) {
+      if (spare_deps.empty()) {
+        deps.emplace_back();
+      } else {
+        deps.push_back(std::move(spare_deps.back()));
+        spare_deps.pop_back();
+      }
+    }
+  }
+
+  void send(TaskId id, Index wi) {
+    set_state(id, TaskState::processing);
+    assign(id, wi);
+    ++counters.tasks_computed;
+    const Task& t = tasks[id];
+    request.key = t.key;
+    request.name = names[t.name].name;
+    request.args = t.args;
+    request.priority = t.priority;
+    set_request_deps(t.deps.size());
+    for (std::uint32_t i = 0; i < t.deps.size(); ++i) {
+      const Task& d = tasks[t.deps[i].id];
+      DepLocation& loc = request.deps[i];
+      loc.key = d.key;
+      loc.nbytes = d.nbytes;
+      loc.holders.clear();
+      for (const Link& h : d.holders) loc.holders.push_back(workers[h.id].address);
+    }
+    out.compute(workers[wi].peer, request);
+  }
+
+  bool ready_live(const ReadyEntry& e) const {
+    const Task& t = tasks[e.id];
+    return t.alive && t.state == TaskState::queued && t.seq == e.seq;
+  }
+
+  /// Sends ready tasks, best first, while some worker is unsaturated.
+  void schedule() {
+    while (!worker_heap.empty()) {
+      while (!ready.empty() && !ready_live(ready.front())) {
+        std::pop_heap(ready.begin(), ready.end(), ReadyLess{});
+        ready.pop_back();
+      }
+      if (ready.empty()) break;
+      const TaskId id = ready.front().id;
+      std::pop_heap(ready.begin(), ready.end(), ReadyLess{});
+      ready.pop_back();
+      send(id, choose_worker(id));
+    }
+    if (ready.size() > 2 * queued + 1024) compact_ready();
+  }
+
+  void compact_ready() {
+    std::erase_if(ready, [this](const ReadyEntry& e) { return !ready_live(e); });
+    // A task queued, pulled back and queued again has two identical live entries.
+    std::sort(ready.begin(), ready.end(),
+              [](const ReadyEntry& a, const ReadyEntry& b) { return a.id < b.id; });
+    ready.erase(std::unique(ready.begin(), ready.end(),
+                            [](const ReadyEntry& a, const ReadyEntry& b) { return a.id == b.id; }),
+                ready.end());
+    std::make_heap(ready.begin(), ready.end(), ReadyLess{});
+  }
+
+  /// The live worker a report comes from; a worker removed for silence is told to shut down.
+  Index reporting_worker(PeerId peer, double now) {
+    const Index wi = find_worker(peer);
+    if (wi != kNone) {
+      workers[wi].last_seen = now;
+      return wi;
+    }
+    if (timed_out.erase(peer) > 0) {
+      out.shutdown_worker(peer, "removed by the scheduler: no heartbeat within worker_ttl");
+    }
+    return kNone;
+  }
+
+  void record_death(TaskId id, const Worker& w) { died_on[id].push_back(w.name); }
+
+  std::shared_ptr<const ErrorInfo> killed_worker_error(TaskId id, const Worker& w) {
+    auto e = std::make_shared<ErrorInfo>();
+    e->kind = ErrorKind::killed_worker;
+    e->type = "KilledWorker";
+    const auto& names_died = died_on[id];
+    e->message = "task " + tasks[id].key + " was running on " +
+                 std::to_string(names_died.size()) +
+                 " workers that died while running it (allowed_failures=" +
+                 std::to_string(opt.allowed_failures) + "):";
+    for (const auto& n : names_died) e->message += " " + n;
+    e->worker = w.name;
+    return e;
+  }
+
+  void worker_left(Index wi, WorkerExit how) {
+    Worker& w = workers[wi];
+    if (w.heap_pos != kNone) heap_remove(wi);
+    w.alive = false;
+    if (how == WorkerExit::timed_out) timed_out.insert(w.peer);
+
+    // Its running tasks wait again (n_waiting counts the deps lost below).
+    std::vector<TaskId> pulled;
+    pulled.swap(w.processing);
+    for (const TaskId id : pulled) {
+      tasks[id].worker = kNone;
+      set_state(id, TaskState::waiting);
+      tasks[id].n_waiting = 0;
+    }
+    w.occupancy_ns = 0;
+
+    // Keys only it held are lost.
+    std::vector<TaskId> lost;
+    while (!w.has_what.empty()) {
+      const TaskId id = w.has_what.back().id;
+      remove_link(has_what_of(), wi, list_size(w.has_what) - 1, holders_of());
+      if (tasks[id].holders.empty()) {
+        leave_memory(id, true);
+        lost.push_back(id);
+      }
+    }
+
+    for (const TaskId id : pulled) {
+      Task& t = tasks[id];
+      if (!t.alive || t.state != TaskState::waiting) continue;
+      if (how != WorkerExit::graceful) {
+        record_death(id, w);
+        if (died_on[id].size() > opt.allowed_failures) {
+          set_erred(id, killed_worker_error(id, w));
+          continue;
+        }
+      }
+      ++counters.tasks_recomputed;
+      if (t.n_waiting == 0) make_ready(id);
+    }
+
+    for (const TaskId id : lost) {
+      const Task& t = tasks[id];
+      if (!t.alive || t.state != TaskState::released) continue;
+      if (needed(t)) {
+        compute_released(id, true);
+      } else {
+        release_work.push_back(id);
+      }
+    }
+
+    worker_index.erase(w.peer);
+    w.name.clear();
+    w.address.clear();
+    std::vector<TaskId>().swap(w.processing);
+    std::vector<Link>().swap(w.has_what);
+    free_workers.push_back(wi);
+    drain_releases();
+    schedule();
+  }
+
+  // ---- validation ----
+
+  std::optional<std::string> validate() const;
+};
+
+std::optional<std::string> SchedulerState::Impl::validate() const {
+  auto bad = [](const std::string& what) { return std::optional<std::string>(what); };
+  auto tk = [this](TaskId id) { return "task " + tasks[id].key + " (" +
+                                       to_string(tasks[id].state) + "): "; };
+  std::size_t live = 0;
+  std::size_t nqueued = 0;
+  std::vector<char> has_entry(tasks.size(), 0);
+  for (const ReadyEntry& e : ready) {
+    if (e.id >= tasks.size()) return bad("ready entry out of range");
+    if (ready_live(e)) has_entry[e.id] = 1;
+  }
+  for (TaskId id = 0; id < tasks.size(); ++id) {
+    const Task& t = tasks[id];
+    if (!t.alive) {
+      if (!t.deps.empty() || !t.dependents.empty() || !t.holders.empty() ||
+          !t.wanted_by.empty()) {
+        return bad("dead record " + std::to_string(id) + " has links");
+      }
+      if (died_on.count(id)) return bad("dead record " + std::to_string(id) + " in died_on");
+      continue;
+    }
+    ++live;
+    if (find_task(t.key) != id) return bad(tk(id) + "key index does not map to it");
+    if (t.wanted_by.empty() && t.dependents.empty()) {
+      return bad(tk(id) + "no wanter and no dependent: should be forgotten");
+    }
+    // Links and their mirrors.
+    for (Index i = 0; i < t.deps.size(); ++i) {
+      const Link& l = t.deps[i];
+      if (l.id >= tasks.size() || !tasks[l.id].alive) return bad(tk(id) + "dead dependency");
+      const auto& m = tasks[l.id].dependents;
+      if (l.back >= m.size() || m[l.back].id != id || m[l.back].back != i) {
+        return bad(tk(id) + "dependency link mirror broken");
+      }
+    }
+    std::uint32_t active = 0;
+    for (Index i = 0; i < t.dependents.size(); ++i) {
+      const Link& l = t.dependents[i];
+      if (l.id >= tasks.size() || !tasks[l.id].alive) return bad(tk(id) + "dead dependent");
+      const auto& m = tasks[l.id].deps;
+      if (l.back >= m.size() || m[l.back].id != id || m[l.back].back != i) {
+        return bad(tk(id) + "dependent link mirror broken");
+      }
+      active += is_active(tasks[l.id].state);
+    }
+    if (active != t.active_dependents) return bad(tk(id) + "active_dependents count wrong");
+    for (Index i = 0; i < t.holders.size(); ++i) {
+      const Link& l = t.holders[i];
+      if (l.id >= workers.size() || !workers[l.id].alive) return bad(tk(id) + "dead holder");
+      const auto& m = workers[l.id].has_what;
+      if (l.back >= m.size() || m[l.back].id != id || m[l.back].back != i) {
+        return bad(tk(id) + "holder link mirror broken");
+      }
+      for (Index j = 0; j < i; ++j) {
+        if (t.holders[j].id == l.id) return bad(tk(id) + "holder listed twice");
+      }
+    }
+    for (Index i = 0; i < t.wanted_by.size(); ++i) {
+      const Link& l = t.wanted_by[i];
+      if (l.id >= clients.size() || !clients[l.id].alive) return bad(tk(id) + "dead wanter");
+      const auto& m = clients[l.id].wants;
+      if (l.back >= m.size() || m[l.back].id != id || m[l.back].back != i) {
+        return bad(tk(id) + "want link mirror broken");
+      }
+      for (Index j = 0; j < i; ++j) {
+        if (t.wanted_by[j].id == l.id) return bad(tk(id) + "client wants it twice");
+      }
+    }
+    // State.
+    const bool need = needed(t);
+    if ((t.state == TaskState::memory) != !t.holders.empty()) {
+      return bad(tk(id) + "holders iff memory violated");
+    }
+    if ((t.state == TaskState::processing) != (t.worker != kNone)) {
+      return bad(tk(id) + "worker iff processing violated");
+    }
+    if ((is_active(t.state) || t.state == TaskState::memory) && !need) {
+      return bad(tk(id) + "nobody needs it");
+    }
+    if ((t.state == TaskState::erred) != (t.error != nullptr)) {
+      return bad(tk(id) + "error iff erred violated");
+    }
+    switch (t.state) {
+      case TaskState::released:
+        if (need) return bad(tk(id) + "needed but released");
+        break;
+      case TaskState::waiting: {
+        std::uint32_t missing = 0;
+        for (const Link& l : t.deps) {
+          const TaskState ds = tasks[l.id].state;
+          if (ds == TaskState::memory) continue;
+          ++missing;
+          if (!is_active(ds)) {
+            return bad(tk(id) + "waits on " + tasks[l.id].key + " which is " + to_string(ds));
+          }
+        }
+        if (missing == 0) return bad(tk(id) + "waiting with every dependency in memory");
+        if (missing != t.n_waiting) return bad(tk(id) + "n_waiting wrong");
+        break;
+      }
+      case TaskState::queued:
+      case TaskState::processing:
+        if (count_missing(t) != 0) return bad(tk(id) + "runnable with a dependency not in memory");
+        if (t.state == TaskState::queued) {
+          ++nqueued;
+          if (!has_entry[id]) return bad(tk(id) + "queued without a ready entry");
+        } else {
+          if (t.worker >= workers.size() || !workers[t.worker].alive) {
+            return bad(tk(id) + "processing on a dead worker");
+          }
+          const auto& p = workers[t.worker].processing;
+          if (t.worker_pos >= p.size() || p[t.worker_pos] != id) {
+            return bad(tk(id) + "not in its worker's processing set");
+          }
+        }
+        break;
+      case TaskState::memory:
+      case TaskState::erred:
+        break;
+    }
+  }
+  if (live != keys.size()) return bad("key index size differs from live tasks");
+  if (nqueued != queued) return bad("queued count wrong");
+
+  std::size_t nworkers = 0;
+  for (Index wi = 0; wi < workers.size(); ++wi) {
+    const Worker& w = workers[wi];
+    if (!w.alive) {
+      if (w.heap_pos != kNone) return bad("dead worker in placement heap");
+      continue;
+    }
+    ++nworkers;
+    const std::string wn = "worker " + w.name + ": ";
+    auto it = worker_index.find(w.peer);
+    if (it == worker_index.end() || it->second != wi) return bad(wn + "not indexed");
+    std::int64_t occ = 0;
+    for (Index i = 0; i < w.processing.size(); ++i) {
+      const TaskId id = w.processing[i];
+      if (id >= tasks.size() || !tasks[id].alive || tasks[id].state != TaskState::processing ||
+          tasks[id].worker != wi || tasks[id].worker_pos != i) {
+        return bad(wn + "processing set holds a task not processing there");
+      }
+      occ += tasks[id].est_ns;
+    }
+    if (occ != w.occupancy_ns) return bad(wn + "occupancy wrong");
+    for (Index i = 0; i < w.has_what.size(); ++i) {
+      const Link& l = w.has_what[i];
+      if (l.id >= tasks.size() || !tasks[l.id].alive) return bad(wn + "holds a dead task");
+      const auto& m = tasks[l.id].holders;
+      if (l.back >= m.size() || m[l.back].id != wi || m[l.back].back != i) {
+        return bad(wn + "has_what link mirror broken");
+      }
+    }
+    const bool in = !w.closing && !saturated(w);
+    if (in != (w.heap_pos != kNone)) return bad(wn + "placement heap membership wrong");
+    if (in && (w.heap_pos >= worker_heap.size() || worker_heap[w.heap_pos] != wi)) {
+      return bad(wn + "placement heap position wrong");
+    }
+  }
+  if (nworkers != worker_index.size()) return bad("worker index size wrong");
+  for (std::size_t i = 1; i < worker_heap.size(); ++i) {
+    if (heap_less(worker_heap[i], worker_heap[(i - 1) / 2])) return bad("placement heap order");
+  }
+  std::size_t nclients = 0;
+  for (Index ci = 0; ci < clients.size(); ++ci) {
+    const Client& c = clients[ci];
+    if (!c.alive) continue;
+    ++nclients;
+    for (Index i = 0; i < c.wants.size(); ++i) {
+      const Link& l = c.wants[i];
+      if (l.id >= tasks.size() || !tasks[l.id].alive) return bad("client wants a dead task");
+      const auto& m = tasks[l.id].wanted_by;
+      if (l.back >= m.size() || m[l.back].id != ci || m[l.back].back != i) {
+        return bad("client want link mirror broken");
+      }
+    }
+  }
+  if (nclients != client_index.size()) return bad("client index size wrong");
+  for (const auto& [id, list] : died_on) {
+    if (id >= tasks.size() || !tasks[id].alive) return bad("died_on names a dead task");
+  }
+  return std::nullopt;
+}
+
+// ---- public API ----
+
+SchedulerState::SchedulerState(SchedulerOptions options, SchedulerOutbox& outbox)
+    : impl_(std::make_unique<Impl>(options, outbox)) {}
+
+SchedulerState::~SchedulerState() = default;
+
+void SchedulerState::on_client_joined(PeerId client, std::string_view name) {
+  impl_->ensure_client(client, name);
+}
+
+void SchedulerState::on_client_left(PeerId client) {
+  Impl& s = *impl_;
+  const Index c = s.find_client(client);
+  if (c == kNone) return;
+  Client& cl = s.clients[c];
+  while (!cl.wants.empty()) {
+    s.release_work.push_back(cl.wants.back().id);
+    remove_link(s.wants_of(), c, list_size(cl.wants) - 1, s.wanted_by_of());
+  }
+  s.client_index.erase(client);
+  cl.alive = false;
+  cl.name.clear();
+  std::vector<Link>().swap(cl.wants);
+  s.free_clients.push_back(c);
+  s.drain_releases();
+  s.schedule();
+}
+
+void SchedulerState::on_submit(PeerId client, std::vector<TaskSpec> tasks) {
+  Impl& s = *impl_;
+  const Index c = s.ensure_client(client, "");
+  auto& dep_ids = s.scratch_ids;
+  for (TaskSpec& spec : tasks) {
+    ++s.counters.tasks_submitted;
+    const TaskId existing = s.find_task(spec.key);
+    if (existing != kNone) {
+      ++s.counters.tasks_deduplicated;
+      s.want(c, existing);
+      s.drain_releases();
+      continue;
+    }
+    dep_ids.clear();
+    std::shared_ptr<ErrorInfo> err;
+    for (const std::string& dk : spec.deps) {
+      const TaskId d = s.find_task(dk);
+      if (d == kNone) {
+        err = std::make_shared<ErrorInfo>();
+        err->kind = ErrorKind::scheduler_error;
+        err->type = "MissingDependency";
+        err->message = "task " + spec.key + " depends on unknown key " + dk;
+        break;
+      }
+      dep_ids.push_back(d);
+    }
+    const TaskId id = s.new_task(spec);
+    add_link(s.wanted_by_of(), id, s.wants_of(), c);
+    if (err) {
+      s.set_erred(id, std::move(err));
+      continue;
+    }
+    for (const TaskId d : dep_ids) add_link(s.deps_of(), id, s.dependents_of(), d);
+    s.compute_released(id, false);
+    s.drain_releases();
+  }
+  s.drain_releases();
+  s.schedule();
+}
+
+void SchedulerState::on_want(PeerId client, std::span<const std::string> keys) {
+  Impl& s = *impl_;
+  const Index c = s.ensure_client(client, "");
+  for (const std::string& key : keys) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone) {
+      ErrorInfo err;
+      err.kind = ErrorKind::lost;
+      err.type = "LostKey";
+      err.message = "the scheduler does not know key " + key;
+      KeyReport r;
+      r.key = key;
+      r.status = KeyStatus::lost;
+      r.error = &err;
+      s.out.report(client, r);
+      continue;
+    }
+    s.want(c, id);
+    s.drain_releases();
+  }
+  s.schedule();
+}
+
+void SchedulerState::on_release(PeerId client, std::span<const std::string> keys) {
+  Impl& s = *impl_;
+  const Index c = s.find_client(client);
+  if (c == kNone) return;
+  for (const std::string& key : keys) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone) continue;
+    const Task& t = s.tasks[id];
+    for (Index i = 0; i < t.wanted_by.size(); ++i) {
+      if (t.wanted_by[i].id == c) {
+        remove_link(s.wanted_by_of(), id, i, s.wants_of());
+        s.release_work.push_back(id);
+        break;
+      }
+    }
+    s.drain_releases();
+  }
+  s.schedule();
+}
+
+void SchedulerState::on_cancel(PeerId client, std::span<const std::string> keys) {
+  Impl& s = *impl_;
+  // The keys and everything depending on them.
+  std::vector<TaskId> closure;
+  std::vector<char> seen(s.tasks.size(), 0);
+  for (const std::string& key : keys) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone || seen[id]) continue;
+    seen[id] = 1;
+    closure.push_back(id);
+  }
+  for (std::size_t i = 0; i < closure.size(); ++i) {
+    for (const Link& l : s.tasks[closure[i]].dependents) {
+      if (!seen[l.id]) {
+        seen[l.id] = 1;
+        closure.push_back(l.id);
+      }
+    }
+  }
+  if (closure.empty()) return;
+  ErrorInfo err;
+  err.kind = ErrorKind::cancelled;
+  err.type = "CancelledError";
+  const Index c = s.find_client(client);
+  err.message = "cancelled by client " +
+                (c != kNone && !s.clients[c].name.empty() ? s.clients[c].name
+                                                          : std::to_string(client));
+  for (const TaskId id : closure) {
+    Task& t = s.tasks[id];
+    KeyReport r;
+    r.key = t.key;
+    r.status = KeyStatus::cancelled;
+    r.error = &err;
+    while (!t.wanted_by.empty()) {
+      s.out.report(s.clients[t.wanted_by.back().id].peer, r);
+      remove_link(s.wanted_by_of(), id, t.wanted_by.size() - 1, s.wants_of());
+    }
+    s.release_work.push_back(id);
+  }
+  s.drain_releases();
+  s.schedule();
+}
+
+void SchedulerState::on_worker_joined(PeerId worker, WorkerInfo info, double now) {
+  Impl& s = *impl_;
+  Index wi = s.find_worker(worker);
+  if (wi != kNone) {  // a repeated hello
+    s.workers[wi].last_seen = now;
+    return;
+  }
+  s.timed_out.erase(worker);
+  if (!s.free_workers.empty()) {
+    wi = s.free_workers.back();
+    s.free_workers.pop_back();
+  } else {
+    wi = static_cast<Index>(s.workers.size());
+    s.workers.emplace_back();
+  }
+  Worker& w = s.workers[wi];
+  w.peer = worker;
+  w.name = std::move(info.name);
+  w.address = std::move(info.data_address);
+  w.nthreads = std::max<std::uint32_t>(1, info.nthreads);
+  w.alive = true;
+  w.closing = false;
+  w.touched = false;
+  w.last_seen = now;
+  w.processing.clear();
+  w.has_what.clear();
+  w.occupancy_ns = 0;
+  w.acc_bytes = 0;
+  w.heap_pos = kNone;
+  w.max_tasks = std::max<std::uint32_t>(1, s.opt.max_tasks_per_worker);
+  const double min_tasks = std::ceil(s.opt.worker_saturation * w.nthreads);
+  w.min_tasks = !(min_tasks >= 1) ? 1
+                : min_tasks >= w.max_tasks ? w.max_tasks
+                                           : static_cast<std::uint32_t>(min_tasks);
+  w.target_ns = to_ns(s.opt.queue_target_s * w.nthreads);
+  s.worker_index.emplace(worker, wi);
+  s.refresh_worker(wi);
+  s.schedule();
+}
+
+void SchedulerState::on_worker_left(PeerId worker, WorkerExit how, double /*now*/) {
+  const Index wi = impl_->find_worker(worker);
+  if (wi != kNone) impl_->worker_left(wi, how);
+}
+
+void SchedulerState::on_heartbeat(PeerId worker, double now) { impl_->reporting_worker(worker, now); }
+
+void SchedulerState::on_task_done(PeerId worker, std::string_view key, std::uint64_t nbytes,
+                                  std::optional<std::string_view> inline_data, double duration_s,
+                                  double now) {
+  Impl& s = *impl_;
+  const Index wi = s.reporting_worker(worker, now);
+  if (wi == kNone) return;
+  const TaskId id = s.find_task(key);
+  if (id == kNone) {
+    s.out.free_key(worker, key);
+    return;
+  }
+  Task& t = s.tasks[id];
+  if (t.state != TaskState::processing || t.worker != wi) {
+    // Late or duplicate: keep the data only where the records say it is.
+    bool holder = false;
+    for (const Link& h : t.holders) holder = holder || h.id == wi;
+    if (!holder) s.out.free_key(worker, key);
+    return;
+  }
+  s.detach(id);
+  ++s.counters.tasks_finished;
+  if (duration_s >= 0 && std::isfinite(duration_s)) {
+    NameInfo& n = s.names[t.name];
+    n.duration_s = n.measured ? 0.5 * n.duration_s + 0.5 * duration_s : duration_s;
+    n.measured = true;
+  }
+  t.nbytes = nbytes;
+  add_link(s.holders_of(), id, s.has_what_of(), wi);
+  s.set_state(id, TaskState::memory);
+  for (const Link& c : t.wanted_by) s.report_memory(id, s.clients[c.id].peer, inline_data);
+  for (const Link& l : t.dependents) {
+    Task& d = s.tasks[l.id];
+    if (d.state == TaskState::waiting && --d.n_waiting == 0) s.make_ready(l.id);
+  }
+  s.drain_releases();
+  s.schedule();
+}
+
+void SchedulerState::on_task_failed(PeerId worker, std::string_view key, ErrorInfo error,
+                                    double /*duration_s*/, double now) {
+  Impl& s = *impl_;
+  const Index wi = s.reporting_worker(worker, now);
+  if (wi == kNone) return;
+  const TaskId id = s.find_task(key);
+  if (id == kNone) return;
+  Task& t = s.tasks[id];
+  if (t.state != TaskState::processing || t.worker != wi) return;
+  s.detach(id);
+  ++s.counters.tasks_failed;
+  if (error.worker.empty()) error.worker = s.workers[wi].name;
+  if (error.kind == ErrorKind::exception && t.retries > 0) {
+    --t.retries;
+    s.make_ready(id);
+  } else {
+    s.set_erred(id, std::make_shared<const ErrorInfo>(std::move(error)));
+  }
+  s.drain_releases();
+  s.schedule();
+}
+
+void SchedulerState::on_missing_deps(PeerId worker, std::string_view key,
+                                     std::span<const std::string> missing) {
+  Impl& s = *impl_;
+  const Index wi = s.find_worker(worker);
+  if (wi == kNone) return;
+  const TaskId id = s.find_task(key);
+  if (id == kNone) return;
+  Task& t = s.tasks[id];
+  if (t.state != TaskState::processing || t.worker != wi) return;
+  s.detach(id);
+  s.set_state(id, TaskState::waiting);
+  t.n_waiting = 0;
+  std::vector<TaskId> lost;
+  for (const std::string& mk : missing) {
+    const TaskId m = s.find_task(mk);
+    if (m == kNone) continue;
+    bool is_dep = false;
+    for (const Link& l : t.deps) is_dep = is_dep || l.id == m;
+    Task& mt = s.tasks[m];
+    if (!is_dep || mt.state != TaskState::memory) continue;
+    for (Index i = mt.holders.size(); i-- > 0;) {
+      const Index h = mt.holders[i].id;
+      if (h == wi) continue;
+      s.out.free_key(s.workers[h].peer, mt.key);
+      remove_link(s.holders_of(), m, i, s.has_what_of());
+    }
+    if (mt.holders.empty()) {
+      s.leave_memory(m, true);
+      lost.push_back(m);
+    }
+  }
+  t.n_waiting = s.count_missing(t);
+  if (t.n_waiting == 0) s.make_ready(id);
+  for (const TaskId m : lost) {
+    const Task& mt = s.tasks[m];
+    if (!mt.alive || mt.state != TaskState::released) continue;
+    if (Impl::needed(mt)) {
+      s.compute_released(m, true);
+    } else {
+      s.release_work.push_back(m);
+    }
+  }
+  s.drain_releases();
+  s.schedule();
+}
+
+void SchedulerState::on_reject(PeerId worker, std::span<const std::string> keys) {
+  Impl& s = *impl_;
+  const Index wi = s.find_worker(worker);
+  if (wi == kNone) return;
+  s.workers[wi].closing = true;
+  s.refresh_worker(wi);
+  for (const std::string& key : keys) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone) continue;
+    const Task& t = s.tasks[id];
+    if (t.state != TaskState::processing || t.worker != wi) continue;
+    s.detach(id);
+    s.make_ready(id);
+  }
+  s.schedule();
+}
+
+std::vector<PeerId> SchedulerState::on_tick(double now) {
+  Impl& s = *impl_;
+  std::vector<PeerId> expired;
+  for (const auto& [peer, wi] : s.worker_index) {
+    if (now - s.workers[wi].last_seen > s.opt.worker_ttl_s) expired.push_back(peer);
+  }
+  std::sort(expired.begin(), expired.end());
+  for (const PeerId peer : expired) s.worker_left(s.find_worker(peer), WorkerExit::timed_out);
+  return expired;
+}
+
+bool SchedulerState::is_worker(PeerId peer) const { return impl_->find_worker(peer) != kNone; }
+
+bool SchedulerState::is_client(PeerId peer) const { return impl_->find_client(peer) != kNone; }
+
+std::optional<TaskState> SchedulerState::state_of(std::string_view key) const {
+  const TaskId id = impl_->find_task(key);
+  if (id == kNone) return std::nullopt;
+  return impl_->tasks[id].state;
+}
+
+std::vector<std::string> SchedulerState::who_has(std::string_view key) const {
+  std::vector<std::string> out;
+  const TaskId id = impl_->find_task(key);
+  if (id == kNone) return out;
+  for (const Link& h : impl_->tasks[id].holders) out.push_back(impl_->workers[h.id].name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::size_t SchedulerState::task_count() const { return impl_->keys.size(); }
+
+std::size_t SchedulerState::worker_count() const { return impl_->worker_index.size(); }
+
+std::size_t SchedulerState::processing_on(PeerId worker) const {
+  const Index wi = impl_->find_worker(worker);
+  return wi == kNone ? 0 : impl_->workers[wi].processing.size();
+}
+
+std::size_t SchedulerState::queued_count() const { return impl_->queued; }
+
+double SchedulerState::expected_duration(std::string_view task_name) const {
+  auto it = impl_->name_index.find(task_name);
+  if (it == impl_->name_index.end()) return impl_->opt.default_task_duration_s;
+  return impl_->expected_duration(it->second);
+}
+
+const SchedulerCounters& SchedulerState::counters() const { return impl_->counters; }
+
+std::optional<std::string> SchedulerState::validate() const { return impl_->validate(); }
+
+}  // namespace plexus::sched

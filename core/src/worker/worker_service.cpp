@@ -1,1 +1,745 @@
-// placeholder
+#include <plexus/worker/worker_service.hpp>
+
+#include <plexus/abi.h>
+#include <plexus/codec.hpp>
+#include <plexus/common/logging.hpp>
+#include <plexus/config/config.hpp>
+#include <plexus/protocol/socket.hpp>
+#include <plexus/protocol/wire.hpp>
+#include <plexus/worker/plugin_loader.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace plexus::worker {
+
+namespace fb = flatbuffers;
+
+WorkerOptions worker_options(const config::Config& c, std::string scheduler_address) {
+  WorkerOptions o;
+  o.scheduler_address = std::move(scheduler_address);
+  o.name = c.get_string("worker.name");
+  auto n = c.get_int("worker.nthreads");
+  o.nthreads = n > 0 ? static_cast<std::uint32_t>(n)
+                     : std::max(1u, std::thread::hardware_concurrency());
+  o.data_address = c.get_string("worker.data-address");
+  o.plugin_path = c.get_string_list("worker.plugin-path");
+  o.connect_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.connect-timeout-ms"));
+  o.shutdown_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.shutdown-timeout-ms"));
+  o.inline_threshold = static_cast<std::uint64_t>(c.get_int("comm.inline-threshold-bytes"));
+  o.verify_max_depth = static_cast<std::uint32_t>(c.get_int("comm.verify-max-depth"));
+  o.verify_max_tables = static_cast<std::uint32_t>(c.get_int("comm.verify-max-tables"));
+  o.linger_ms = static_cast<int>(c.get_int("comm.linger-ms"));
+  o.max_message_bytes = c.get_int("comm.max-message-bytes");
+  return o;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Value = std::shared_ptr<const std::string>;
+
+std::string default_name() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  return std::string(host) + "-" + std::to_string(::getpid());
+}
+
+// Copies `args`, replacing each future reference by the value of that key.
+void substitute(Reader& r, Writer& w, const std::unordered_map<std::string, Value>& deps,
+                int depth) {
+  if (depth > Reader::kMaxDepth) throw DecodeError("arguments nested deeper than 64 levels");
+  Tag t = r.peek();
+  switch (t) {
+    case Tag::ref: {
+      std::string key(r.read_ref());
+      auto it = deps.find(key);
+      if (it == deps.end()) throw DecodeError("argument refers to unknown future '" + key + "'");
+      w.raw(*it->second);
+      return;
+    }
+    case Tag::list: {
+      std::size_t n = r.read_list();
+      w.list(n);
+      for (std::size_t i = 0; i < n; ++i) substitute(r, w, deps, depth + 1);
+      return;
+    }
+    case Tag::map: {
+      std::size_t n = r.read_map();
+      w.map(n);
+      for (std::size_t i = 0; i < 2 * n; ++i) substitute(r, w, deps, depth + 1);
+      return;
+    }
+    default: {
+      const auto* start = r.position();
+      r.skip();
+      w.raw(std::string_view(reinterpret_cast<const char*>(start),
+                             static_cast<std::size_t>(r.position() - start)));
+      return;
+    }
+  }
+}
+
+struct Job {
+  std::string key;
+  std::string name;
+  std::string args;
+  std::unordered_map<std::string, Value> deps;
+};
+
+struct JobResult {
+  std::string key;
+  CallResult result;
+  std::uint64_t duration_us = 0;
+};
+
+// Zero-copy frames: the message keeps a reference to the stored value until ZeroMQ is done.
+void release_value(void*, void* hint) { delete static_cast<Value*>(hint); }
+zmq::message_t frame_of(const Value& v) {
+  auto* hold = new Value(v);
+  return zmq::message_t(const_cast<char*>(v->data()), v->size(), &release_value, hold);
+}
+
+enum class TaskPhase : std::uint8_t { fetching, queued, executing };
+
+struct TaskRec {
+  std::string name;
+  std::string args;
+  std::vector<std::string> deps;  // all dependency keys
+  std::size_t missing = 0;        // deps not yet in the store
+  TaskPhase phase = TaskPhase::fetching;
+  bool freed = false;             // the scheduler no longer wants it (executing only)
+};
+
+struct FetchState {
+  std::vector<std::string> holders;
+  std::size_t next = 0;           // next holder to try
+  std::vector<std::string> waiting_tasks;
+  bool in_flight = false;
+};
+
+}  // namespace
+
+struct WorkerService::Impl {
+  explicit Impl(WorkerOptions o)
+      : options(std::move(o)),
+        log(logger("worker")),
+        loader([&] {
+          return default_plugin_path(options.plugin_path);
+        }()),
+        sched(comm::context(), zmq::socket_type::dealer),
+        data(comm::context(), zmq::socket_type::router) {
+    if (options.name.empty()) options.name = default_name();
+    comm::configure(sched, options.linger_ms, options.max_message_bytes);
+    comm::configure(data, options.linger_ms, options.max_message_bytes);
+    std::string want = options.data_address.empty()
+                           ? comm::data_address_like(options.scheduler_address, "worker")
+                           : options.data_address;
+    bound_data = comm::bind(data, want);
+    limits = {options.verify_max_depth, options.verify_max_tables};
+  }
+
+  // ---- executor pool ----
+  void start_pool() {
+    for (std::uint32_t i = 0; i < options.nthreads; ++i) {
+      pool.emplace_back([this] { executor_loop(); });
+    }
+  }
+
+  void executor_loop() {
+    while (true) {
+      Job job;
+      {
+        std::unique_lock lock(jobs_mu);
+        jobs_cv.wait(lock, [&] { return pool_stop || !jobs.empty(); });
+        if (jobs.empty()) return;
+        job = std::move(jobs.front());
+        jobs.pop_front();
+        ++executing;
+      }
+      JobResult out;
+      out.key = std::move(job.key);
+      auto start = Clock::now();
+      try {
+        if (job.deps.empty()) {
+          out.result = loader.call(job.name, job.args);
+        } else {
+          Reader r(job.args);
+          Writer w;
+          substitute(r, w, job.deps, 0);
+          out.result = loader.call(job.name, w.view());
+        }
+      } catch (const std::exception& e) {
+        out.result.ok = false;
+        out.result.error.kind = ErrorKind::bad_arguments;
+        out.result.error.type = "plexus::DecodeError";
+        out.result.error.message = std::string("malformed arguments for task '") + job.name +
+                                   "': " + e.what();
+      }
+      out.duration_us = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+      {
+        std::lock_guard lock(results_mu);
+        results.push_back(std::move(out));
+      }
+      {
+        std::lock_guard lock(jobs_mu);
+        --executing;
+      }
+      wake.notify();
+    }
+  }
+
+  void stop_pool(std::chrono::milliseconds timeout) {
+    {
+      std::lock_guard lock(jobs_mu);
+      pool_stop = true;
+    }
+    jobs_cv.notify_all();
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      {
+        std::lock_guard lock(jobs_mu);
+        if (executing == 0 && jobs.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    bool idle;
+    {
+      std::lock_guard lock(jobs_mu);
+      idle = executing == 0;
+    }
+    for (auto& t : pool) {
+      if (idle) {
+        t.join();
+      } else {
+        t.detach();  // a task that does not return cannot be interrupted; do not hang on it
+      }
+    }
+    if (!idle) log->warn("tasks still running after {} ms; abandoned", timeout.count());
+    pool.clear();
+  }
+
+  // ---- outgoing to the scheduler ----
+  void flush_scheduler() {
+    auto& b = sched_out;
+    if (!done_msgs.empty() || !failed_msgs.empty()) {
+      auto d = done_msgs.empty() ? fb::Offset<fb::Vector<fb::Offset<wire::TaskDone>>>()
+                                 : b.fbb().CreateVector(done_msgs);
+      auto f = failed_msgs.empty() ? fb::Offset<fb::Vector<fb::Offset<wire::TaskFailed>>>()
+                                   : b.fbb().CreateVector(failed_msgs);
+      b.add(wire::CreateDone(b.fbb(), d, f));
+      done_msgs.clear();
+      failed_msgs.clear();
+    }
+    if (b.empty()) return;
+    auto bytes = b.finish();
+    sched.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+    b.reset();
+  }
+
+  void report_done(const std::string& key, const Value& v, std::uint64_t duration_us) {
+    auto& b = sched_out;
+    bool small = v->size() <= options.inline_threshold;
+    auto k = b.str(key);
+    fb::Offset<fb::Vector<std::uint8_t>> d;
+    if (small) d = b.bytes(*v);
+    done_msgs.push_back(wire::CreateTaskDone(b.fbb(), k, v->size(), small, d, duration_us));
+  }
+
+  void report_failed(const std::string& key, ErrorInfo error, std::uint64_t duration_us) {
+    auto& b = sched_out;
+    error.worker = options.name;
+    auto k = b.str(key);
+    auto e = b.error(error);
+    failed_msgs.push_back(wire::CreateTaskFailed(b.fbb(), k, e, duration_us));
+  }
+
+  // ---- task handling ----
+  void on_compute(const wire::ComputeTask& t) {
+    std::string key(wire::view(t.key()));
+    if (key.empty() || !t.name()) return;
+    if (auto s = store.find(key); s != store.end()) {
+      report_done(key, s->second, 0);  // already here (e.g. recomputed elsewhere and fetched)
+      return;
+    }
+    if (tasks.count(key)) return;  // duplicate request
+    TaskRec rec;
+    rec.name = wire::view(t.name());
+    rec.args = wire::view(t.args());
+    if (t.deps()) {
+      for (const wire::DepLocation* d : *t.deps()) {
+        if (!d || !d->key()) continue;
+        std::string dk(wire::view(d->key()));
+        rec.deps.push_back(dk);
+        if (store.count(dk)) continue;
+        ++rec.missing;
+        FetchState& f = fetches[dk];
+        f.waiting_tasks.push_back(key);
+        for (auto& h : wire::strings(d->holders())) {
+          if (h == bound_data) continue;
+          if (std::find(f.holders.begin(), f.holders.end(), h) == f.holders.end()) {
+            f.holders.push_back(std::move(h));
+          }
+        }
+        if (!f.in_flight) to_fetch.insert(dk);
+      }
+    }
+    bool ready = rec.missing == 0;
+    auto& slot = tasks[key] = std::move(rec);
+    if (ready) enqueue(key, slot);
+  }
+
+  void enqueue(const std::string& key, TaskRec& rec) {
+    Job job;
+    job.key = key;
+    job.name = rec.name;
+    job.args = rec.args;
+    for (const auto& d : rec.deps) job.deps.emplace(d, store.at(d));
+    rec.phase = TaskPhase::queued;
+    {
+      std::lock_guard lock(jobs_mu);
+      jobs.push_back(std::move(job));
+    }
+    jobs_cv.notify_one();
+  }
+
+  void on_free(const std::string& key) {
+    store.erase(key);
+    auto it = tasks.find(key);
+    if (it == tasks.end()) return;
+    if (it->second.phase == TaskPhase::queued) {
+      std::lock_guard lock(jobs_mu);
+      for (auto j = jobs.begin(); j != jobs.end(); ++j) {
+        if (j->key == key) {
+          jobs.erase(j);
+          tasks.erase(it);
+          return;
+        }
+      }
+      it->second.phase = TaskPhase::executing;  // already picked up by an executor
+    }
+    if (it->second.phase == TaskPhase::executing) {
+      it->second.freed = true;
+    } else {
+      tasks.erase(it);  // fetching: its fetches complete into the store and are freed later
+    }
+  }
+
+  void collect_results() {
+    std::vector<JobResult> ready;
+    {
+      std::lock_guard lock(results_mu);
+      ready.swap(results);
+    }
+    for (auto& r : ready) {
+      auto it = tasks.find(r.key);
+      bool freed = it == tasks.end() || it->second.freed;
+      if (it != tasks.end()) tasks.erase(it);
+      if (freed) continue;
+      if (r.result.ok) {
+        auto v = std::make_shared<const std::string>(std::move(r.result.value));
+        store[r.key] = v;
+        report_done(r.key, v, r.duration_us);
+      } else {
+        report_failed(r.key, std::move(r.result.error), r.duration_us);
+      }
+    }
+  }
+
+  // ---- fetching dependencies from peers ----
+  zmq::socket_t& peer_socket(const std::string& address) {
+    auto it = peer_sockets.find(address);
+    if (it != peer_sockets.end()) return it->second;
+    zmq::socket_t s(comm::context(), zmq::socket_type::dealer);
+    comm::configure(s, 0, options.max_message_bytes);
+    s.connect(address);
+    peers_changed = true;
+    return peer_sockets.emplace(address, std::move(s)).first->second;
+  }
+
+  void start_fetches() {
+    std::unordered_map<std::string, std::vector<std::string>> by_holder;
+    for (const auto& dk : to_fetch) {
+      auto it = fetches.find(dk);
+      if (it == fetches.end() || it->second.in_flight) continue;
+      FetchState& f = it->second;
+      if (f.next >= f.holders.size()) {
+        fetch_failed(dk);
+        continue;
+      }
+      f.in_flight = true;
+      by_holder[f.holders[f.next]].push_back(dk);
+    }
+    to_fetch.clear();
+    for (auto& [holder, keys] : by_holder) {
+      wire::OutBatch b;
+      std::vector<fb::Offset<fb::String>> ks;
+      for (auto& k : keys) ks.push_back(b.str(k));
+      std::uint64_t id = next_request++;
+      b.add(wire::CreateGetData(b.fbb(), id, b.fbb().CreateVector(ks)));
+      auto bytes = b.finish();
+      requests[id] = {holder, keys};
+      peer_socket(holder).send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+    }
+  }
+
+  // No holder could give us `dk`: the tasks waiting on it go back to the scheduler.
+  void fetch_failed(const std::string& dk) {
+    auto it = fetches.find(dk);
+    if (it == fetches.end()) return;
+    std::vector<std::string> waiting = std::move(it->second.waiting_tasks);
+    fetches.erase(it);
+    for (const auto& tk : waiting) {
+      auto t = tasks.find(tk);
+      if (t == tasks.end()) continue;
+      tasks.erase(t);
+      auto& b = sched_out;
+      auto k = b.str(tk);
+      std::vector<fb::Offset<fb::String>> ms{b.str(dk)};
+      b.add(wire::CreateMissingDeps(b.fbb(), k, b.fbb().CreateVector(ms)));
+      log->warn("dependency unavailable key={} task={}", dk, tk);
+    }
+  }
+
+  void on_data_reply(std::vector<zmq::message_t>& frames) {
+    if (frames.empty()) return;
+    const wire::Batch* batch = wire::verify_batch(frames[0].data(), frames[0].size(), limits);
+    if (!batch || !batch->messages()) {
+      log->warn("malformed data reply dropped ({} bytes)", frames[0].size());
+      return;
+    }
+    for (const wire::Envelope* env : *batch->messages()) {
+      if (!env || env->msg_type() != wire::Msg::DataReply) continue;
+      const auto* reply = env->msg_as_DataReply();
+      auto req = requests.find(reply->request_id());
+      if (req == requests.end()) continue;
+      requests.erase(req);
+      auto found = wire::strings(reply->found());
+      if (found.size() + 1 > frames.size()) {
+        log->warn("data reply announces {} values but carries {}", found.size(),
+                  frames.size() - 1);
+        found.resize(frames.size() - 1);
+      }
+      for (std::size_t i = 0; i < found.size(); ++i) {
+        auto v = std::make_shared<const std::string>(static_cast<const char*>(frames[i + 1].data()),
+                                                     frames[i + 1].size());
+        arrived(found[i], std::move(v));
+      }
+      for (const auto& m : wire::strings(reply->missing())) {
+        auto f = fetches.find(m);
+        if (f == fetches.end()) continue;
+        f->second.in_flight = false;
+        ++f->second.next;
+        to_fetch.insert(m);
+      }
+    }
+  }
+
+  void arrived(const std::string& dk, Value v) {
+    auto f = fetches.find(dk);
+    if (f == fetches.end()) return;
+    std::vector<std::string> waiting = std::move(f->second.waiting_tasks);
+    fetches.erase(f);
+    store[dk] = std::move(v);
+    for (const auto& tk : waiting) {
+      auto t = tasks.find(tk);
+      if (t == tasks.end() || t->second.phase != TaskPhase::fetching) continue;
+      if (--t->second.missing == 0) enqueue(tk, t->second);
+    }
+  }
+
+  // ---- serving data ----
+  void on_data_request(std::vector<zmq::message_t>& frames) {
+    if (frames.size() < 2) return;
+    const wire::Batch* batch = wire::verify_batch(frames[1].data(), frames[1].size(), limits);
+    if (!batch || !batch->messages()) {
+      log->warn("malformed data request dropped ({} bytes)", frames[1].size());
+      return;
+    }
+    for (const wire::Envelope* env : *batch->messages()) {
+      if (!env || env->msg_type() != wire::Msg::GetData) continue;
+      const auto* req = env->msg_as_GetData();
+      wire::OutBatch b;
+      std::vector<fb::Offset<fb::String>> found, missing;
+      std::vector<Value> values;
+      if (req->keys()) {
+        for (const auto* k : *req->keys()) {
+          auto it = store.find(std::string(wire::view(k)));
+          if (it == store.end()) {
+            missing.push_back(b.str(wire::view(k)));
+          } else {
+            found.push_back(b.str(wire::view(k)));
+            values.push_back(it->second);
+          }
+        }
+      }
+      auto fv = b.fbb().CreateVector(found);
+      auto mv = b.fbb().CreateVector(missing);
+      b.add(wire::CreateDataReply(b.fbb(), req->request_id(), fv, mv));
+      auto bytes = b.finish();
+      data.send(zmq::message_t(frames[0].data(), frames[0].size()), zmq::send_flags::sndmore);
+      data.send(zmq::buffer(bytes.data(), bytes.size()),
+                values.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        data.send(frame_of(values[i]),
+                  i + 1 < values.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      }
+    }
+  }
+
+  // ---- scheduler messages ----
+  void on_scheduler(std::vector<zmq::message_t>& frames) {
+    if (frames.empty()) return;
+    const wire::Batch* batch = wire::verify_batch(frames[0].data(), frames[0].size(), limits);
+    if (!batch || !batch->messages()) {
+      log->warn("malformed message from the scheduler dropped ({} bytes)", frames[0].size());
+      return;
+    }
+    for (const wire::Envelope* env : *batch->messages()) {
+      if (!env) continue;
+      switch (env->msg_type()) {
+        case wire::Msg::Compute:
+          if (const auto* ts = env->msg_as_Compute()->tasks()) {
+            for (const wire::ComputeTask* t : *ts) {
+              if (t) on_compute(*t);
+            }
+          }
+          break;
+        case wire::Msg::FreeKeys:
+          for (const auto& k : wire::strings(env->msg_as_FreeKeys()->keys())) on_free(k);
+          break;
+        case wire::Msg::Shutdown:
+          log->info("shutdown requested by the scheduler: {}",
+                    wire::view(env->msg_as_Shutdown()->reason()));
+          exit_reason = std::string(wire::view(env->msg_as_Shutdown()->reason()))
+                                .find("removed") != std::string::npos
+                            ? WorkerExit::removed
+                            : WorkerExit::scheduler_shutdown;
+          scheduler_gone = true;
+          break;
+        case wire::Msg::ProtocolError:
+          log->warn("the scheduler dropped a message from this worker: {}",
+                    wire::view(env->msg_as_ProtocolError()->reason()));
+          break;
+        default:
+          log->debug("ignored message {} from the scheduler", wire::EnumNameMsg(env->msg_type()));
+      }
+    }
+  }
+
+  // ---- handshake ----
+  void handshake() {
+    sched.connect(options.scheduler_address);
+    {
+      wire::OutBatch b;
+      char host[256] = {0};
+      ::gethostname(host, sizeof host - 1);
+      auto name = b.str(options.name);
+      auto addr = b.str(bound_data);
+      auto h = b.str(host);
+      b.add(wire::CreateHello(b.fbb(), wire::Role::worker, wire::kProtocolVersion,
+                              PLEXUS_SDK_ABI_VERSION, name, ::getpid(), options.nthreads, addr, h));
+      auto bytes = b.finish();
+      sched.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+    }
+    auto deadline = Clock::now() + std::chrono::milliseconds(options.connect_timeout_ms);
+    std::vector<zmq::message_t> frames;
+    while (true) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0 || stopping) {
+        throw std::runtime_error("could not reach the scheduler at " + options.scheduler_address +
+                                 " within " + std::to_string(options.connect_timeout_ms) + " ms");
+      }
+      zmq::pollitem_t items[2] = {{sched.handle(), 0, ZMQ_POLLIN, 0},
+                                  {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
+      zmq::poll(items, 2, std::min(left, std::chrono::milliseconds(100)));
+      if (items[1].revents & ZMQ_POLLIN) wake.drain();
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      if (!comm::recv_multipart(sched, frames, true)) continue;
+      const wire::Batch* batch = wire::verify_batch(frames[0].data(), frames[0].size(), limits);
+      if (!batch || !batch->messages() || batch->messages()->size() == 0) continue;
+      const wire::Envelope* first = batch->messages()->Get(0);
+      if (first && first->msg_type() == wire::Msg::Refused) {
+        throw std::runtime_error("the scheduler at " + options.scheduler_address +
+                                 " refused this worker: " +
+                                 std::string(wire::view(first->msg_as_Refused()->reason())));
+      }
+      if (first && first->msg_type() == wire::Msg::Welcome) {
+        heartbeat_ms = std::max(10u, first->msg_as_Welcome()->heartbeat_ms());
+        log->info("connected scheduler={} name='{}' data={} nthreads={}",
+                  options.scheduler_address, options.name, bound_data, options.nthreads);
+        on_scheduler(frames);  // the rest of the batch may already carry work
+        return;
+      }
+    }
+  }
+
+  void send_heartbeat() {
+    std::uint32_t ready_n, exec_n;
+    {
+      std::lock_guard lock(jobs_mu);
+      ready_n = static_cast<std::uint32_t>(jobs.size());
+      exec_n = static_cast<std::uint32_t>(executing);
+    }
+    std::uint64_t bytes = 0;
+    for (const auto& [k, v] : store) bytes += v->size();
+    sched_out.add(wire::CreateHeartbeat(sched_out.fbb(), exec_n, ready_n, bytes));
+  }
+
+  // Graceful departure: hand back what has not started, let running tasks finish and report.
+  void depart() {
+    std::vector<std::string> handed_back;
+    {
+      std::lock_guard lock(jobs_mu);
+      for (auto& j : jobs) handed_back.push_back(j.key);
+      jobs.clear();
+    }
+    for (auto& [k, t] : tasks) {
+      if (t.phase == TaskPhase::fetching) handed_back.push_back(k);
+    }
+    for (const auto& k : handed_back) tasks.erase(k);
+    if (!handed_back.empty()) {
+      auto& b = sched_out;
+      std::vector<fb::Offset<fb::String>> ks;
+      for (auto& k : handed_back) ks.push_back(b.str(k));
+      b.add(wire::CreateReject(b.fbb(), b.fbb().CreateVector(ks), b.str("worker shutting down")));
+      log->info("handed back {} tasks not started", handed_back.size());
+    }
+    flush_scheduler();
+    auto deadline = Clock::now() + std::chrono::milliseconds(options.shutdown_timeout_ms);
+    while (Clock::now() < deadline) {
+      {
+        std::lock_guard lock(jobs_mu);
+        if (executing == 0) break;
+      }
+      zmq::pollitem_t items[1] = {{nullptr, wake.fd(), ZMQ_POLLIN, 0}};
+      zmq::poll(items, 1, std::chrono::milliseconds(20));
+      wake.drain();
+      collect_results();
+      flush_scheduler();
+    }
+    collect_results();
+    stop_pool(std::chrono::milliseconds(0));
+    sched_out.add(wire::CreateGoodbye(sched_out.fbb(), sched_out.str("worker shutting down")));
+    flush_scheduler();
+  }
+
+  WorkerExit run() {
+    handshake();
+    start_pool();
+    std::vector<zmq::message_t> frames;
+    std::vector<zmq::pollitem_t> items;
+    std::vector<zmq::socket_t*> peer_list;
+    auto next_heartbeat = Clock::now();
+    peers_changed = true;
+    while (!stopping && !scheduler_gone) {
+      if (peers_changed) {
+        items = {{sched.handle(), 0, ZMQ_POLLIN, 0},
+                 {data.handle(), 0, ZMQ_POLLIN, 0},
+                 {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
+        peer_list.clear();
+        for (auto& [addr, s] : peer_sockets) {
+          items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+          peer_list.push_back(&s);
+        }
+        peers_changed = false;
+      }
+      auto until = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat -
+                                                                         Clock::now());
+      zmq::poll(items.data(), items.size(), std::max(until, std::chrono::milliseconds(0)));
+      if (items[2].revents & ZMQ_POLLIN) wake.drain();
+      for (int i = 0; i < 1024; ++i) {
+        if (!comm::recv_multipart(sched, frames, true)) break;
+        on_scheduler(frames);
+      }
+      for (int i = 0; i < 1024; ++i) {
+        if (!comm::recv_multipart(data, frames, true)) break;
+        on_data_request(frames);
+      }
+      for (std::size_t p = 0; p < peer_list.size(); ++p) {
+        if (!(items[3 + p].revents & ZMQ_POLLIN)) continue;
+        while (comm::recv_multipart(*peer_list[p], frames, true)) on_data_reply(frames);
+      }
+      collect_results();
+      start_fetches();
+      if (Clock::now() >= next_heartbeat) {
+        send_heartbeat();
+        next_heartbeat = Clock::now() + std::chrono::milliseconds(heartbeat_ms);
+      }
+      flush_scheduler();
+    }
+    if (scheduler_gone) {
+      stop_pool(std::chrono::milliseconds(options.shutdown_timeout_ms));
+    } else {
+      depart();
+    }
+    sched.close();
+    data.close();
+    peer_sockets.clear();
+    log->info("worker stopped name='{}'", options.name);
+    return scheduler_gone ? exit_reason : WorkerExit::stopped;
+  }
+
+  WorkerOptions options;
+  std::shared_ptr<spdlog::logger> log;
+  PluginLoader loader;
+  zmq::socket_t sched;
+  zmq::socket_t data;
+  std::string bound_data;
+  wire::VerifyLimits limits;
+  comm::Wakeup wake;
+  std::atomic<bool> stopping{false};
+  bool scheduler_gone = false;
+  WorkerExit exit_reason = WorkerExit::scheduler_shutdown;
+  std::uint32_t heartbeat_ms = 500;
+
+  // I/O thread state.
+  wire::OutBatch sched_out;
+  std::vector<fb::Offset<wire::TaskDone>> done_msgs;
+  std::vector<fb::Offset<wire::TaskFailed>> failed_msgs;
+  std::unordered_map<std::string, Value> store;
+  std::unordered_map<std::string, TaskRec> tasks;
+  std::unordered_map<std::string, FetchState> fetches;
+  std::unordered_set<std::string> to_fetch;
+  struct Request {
+    std::string holder;
+    std::vector<std::string> keys;
+  };
+  std::unordered_map<std::uint64_t, Request> requests;
+  std::uint64_t next_request = 1;
+  std::unordered_map<std::string, zmq::socket_t> peer_sockets;
+  bool peers_changed = true;
+
+  // Shared with executors.
+  std::mutex jobs_mu;
+  std::condition_variable jobs_cv;
+  std::deque<Job> jobs;
+  std::size_t executing = 0;
+  bool pool_stop = false;
+  std::vector<std::thread> pool;
+  std::mutex results_mu;
+  std::vector<JobResult> results;
+};
+
+WorkerService::WorkerService(WorkerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+WorkerService::~WorkerService() {
+  if (!impl_->pool.empty()) impl_->stop_pool(std::chrono::milliseconds(0));
+}
+WorkerExit WorkerService::run() { return impl_->run(); }
+void WorkerService::stop() {
+  impl_->stopping = true;
+  impl_->wake.notify();
+}
+const std::string& WorkerService::data_address() const { return impl_->bound_data; }
+const std::string& WorkerService::name() const { return impl_->options.name; }
+
+}  // namespace plexus::worker

@@ -363,6 +363,24 @@ auto at(const std::string& where, F&& f) -> decltype(f()) {
 }
 }  // namespace detail
 
+/// An already encoded value, passed through untouched: for programs that do not know a task's
+/// types at compile time (the command line). Decoding captures the next whole value's bytes.
+struct Encoded {
+  std::string bytes;
+};
+
+template <>
+struct codec<Encoded> {
+  static std::string type_name() { return "any"; }
+  static void encode(Writer& w, const Encoded& v) { w.raw(v.bytes); }
+  static Encoded decode(Reader& r) {
+    const auto* start = r.position();
+    r.skip();
+    return Encoded{std::string(reinterpret_cast<const char*>(start),
+                               static_cast<std::size_t>(r.position() - start))};
+  }
+};
+
 template <>
 struct codec<bool> {
   static std::string type_name() { return "bool"; }
@@ -439,6 +457,15 @@ template <>
 struct codec<const char*> {
   static std::string type_name() { return "string"; }
   static void encode(Writer& w, const char* v) { w.string(v); }
+};
+// A literal reaches encode() as an array (encode(w, "abc") deduces char[4]); read up to its '\0'.
+template <std::size_t N>
+struct codec<char[N]> {
+  static std::string type_name() { return "string"; }
+  static void encode(Writer& w, const char (&v)[N]) {
+    std::string_view s(v, N);
+    w.string(s.substr(0, s.find('\0')));
+  }
 };
 
 template <>

@@ -117,6 +117,14 @@ struct Task final : TaskBase {
       std::string msg = "task '" + name + "' has signature " + signature + ": " + e.what();
       out->set_error(out->host, PLEXUS_STATUS_BAD_ARGUMENTS, "plexus::TypeMismatch", msg.c_str());
       return PLEXUS_STATUS_BAD_ARGUMENTS;
+    } catch (...) {
+      // A user codec may throw anything; nothing may escape into the worker.
+      std::type_info* t = abi::__cxa_current_exception_type();
+      std::string msg = "task '" + name + "' has signature " + signature +
+                        ": a non-std::exception (" + (t ? demangle(t->name()) : "unknown") +
+                        ") was thrown while decoding the arguments";
+      out->set_error(out->host, PLEXUS_STATUS_BAD_ARGUMENTS, "plexus::TypeMismatch", msg.c_str());
+      return PLEXUS_STATUS_BAD_ARGUMENTS;
     }
     try {
       Writer w;

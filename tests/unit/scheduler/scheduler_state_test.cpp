@@ -1,1 +1,1167 @@
-// placeholder
+// SchedulerState, driven event by event through a recording outbox; validate() after every step.
+#include <plexus/scheduler/scheduler_state.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace plexus::sched {
+
+void PrintTo(TaskState s, std::ostream* os) { *os << to_string(s); }
+
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
+
+// ---- recording outbox ----
+
+struct ComputeCall {
+  PeerId worker;
+  std::string key;
+  std::string name;
+  std::string args;
+  std::int32_t priority;
+  std::vector<std::string> dep_keys;
+  std::vector<std::vector<std::string>> dep_holders;
+  std::vector<std::uint64_t> dep_nbytes;
+};
+
+struct FreeCall {
+  PeerId worker;
+  std::string key;
+  bool operator==(const FreeCall&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const FreeCall& f) {
+  return os << "free(" << f.worker << ", " << f.key << ")";
+}
+
+struct ReportCall {
+  PeerId client;
+  std::string key;
+  KeyStatus status;
+  std::uint64_t nbytes;
+  std::optional<std::string> inline_data;
+  std::vector<std::string> holders;
+  std::optional<ErrorInfo> error;
+};
+
+struct ShutdownCall {
+  PeerId worker;
+  std::string reason;
+};
+
+class RecordingOutbox : public SchedulerOutbox {
+ public:
+  void compute(PeerId worker, const ComputeRequest& r) override {
+    ComputeCall c{worker, std::string(r.key), std::string(r.name), std::string(r.args),
+                  r.priority, {}, {}, {}};
+    for (const DepLocation& d : r.deps) {
+      c.dep_keys.emplace_back(d.key);
+      c.dep_holders.emplace_back(d.holders.begin(), d.holders.end());
+      c.dep_nbytes.push_back(d.nbytes);
+    }
+    computes.push_back(std::move(c));
+    log.push_back(Call::compute);
+  }
+  void free_key(PeerId worker, std::string_view key) override {
+    frees.push_back(FreeCall{worker, std::string(key)});
+    log.push_back(Call::free_key);
+  }
+  void report(PeerId client, const KeyReport& r) override {
+    ReportCall c{client, std::string(r.key), r.status, r.nbytes, std::nullopt, {}, std::nullopt};
+    if (r.inline_data) c.inline_data = std::string(*r.inline_data);
+    for (auto h : r.holders) c.holders.emplace_back(h);
+    if (r.error != nullptr) c.error = *r.error;
+    reports.push_back(std::move(c));
+    log.push_back(Call::report);
+  }
+  void shutdown_worker(PeerId worker, std::string_view reason) override {
+    shutdowns.push_back(ShutdownCall{worker, std::string(reason)});
+    log.push_back(Call::shutdown);
+  }
+
+  void clear() {
+    log.clear();
+    computes.clear();
+    frees.clear();
+    reports.clear();
+    shutdowns.clear();
+  }
+  std::vector<std::string> computed(PeerId worker) const {
+    std::vector<std::string> keys;
+    for (const auto& c : computes) {
+      if (c.worker == worker) keys.push_back(c.key);
+    }
+    return keys;
+  }
+  std::vector<std::string> computed() const {
+    std::vector<std::string> keys;
+    for (const auto& c : computes) keys.push_back(c.key);
+    return keys;
+  }
+  std::vector<ReportCall> reports_of(std::string_view key) const {
+    std::vector<ReportCall> out;
+    for (const auto& r : reports) {
+      if (r.key == key) out.push_back(r);
+    }
+    return out;
+  }
+  std::vector<std::string> reported_keys(PeerId client, KeyStatus status) const {
+    std::vector<std::string> out;
+    for (const auto& r : reports) {
+      if (r.client == client && r.status == status) out.push_back(r.key);
+    }
+    return out;
+  }
+
+  enum class Call { compute, free_key, report, shutdown };
+  std::vector<Call> log;  // the order of all calls
+  std::vector<ComputeCall> computes;
+  std::vector<FreeCall> frees;
+  std::vector<ReportCall> reports;
+  std::vector<ShutdownCall> shutdowns;
+};
+
+// ---- builders ----
+
+TaskSpec task(std::string key, std::vector<std::string> deps = {}, std::int32_t priority = 0,
+              std::uint32_t retries = 0, std::string name = "math.inc") {
+  TaskSpec s;
+  s.key = std::move(key);
+  s.name = std::move(name);
+  s.args = "args";
+  s.deps = std::move(deps);
+  s.retries = retries;
+  s.priority = priority;
+  return s;
+}
+
+ErrorInfo error(ErrorKind kind, std::string message) {
+  ErrorInfo e;
+  e.kind = kind;
+  e.type = "ValueError";
+  e.message = std::move(message);
+  return e;
+}
+
+constexpr PeerId kC1 = 1;
+constexpr PeerId kC2 = 2;
+constexpr PeerId kC3 = 3;
+constexpr PeerId kW1 = 11;
+constexpr PeerId kW2 = 12;
+constexpr PeerId kW3 = 13;
+
+std::string addr(PeerId w) { return "tcp://w" + std::to_string(w); }
+std::string wname(PeerId w) { return "w" + std::to_string(w); }
+
+class SchedulerStateTest : public ::testing::Test {
+ protected:
+  explicit SchedulerStateTest(SchedulerOptions o = {}) : state(o, out) {
+    state.on_client_joined(kC1, "c1");
+    state.on_client_joined(kC2, "c2");
+  }
+
+  void check() {
+    if (auto v = state.validate()) ADD_FAILURE() << "invariant: " << *v;
+  }
+  void worker(PeerId w, std::uint32_t nthreads = 1) {
+    state.on_worker_joined(w, WorkerInfo{wname(w), addr(w), nthreads}, now);
+    check();
+  }
+  void submit(PeerId c, std::vector<TaskSpec> ts) {
+    state.on_submit(c, std::move(ts));
+    check();
+  }
+  void done(PeerId w, const std::string& key, std::uint64_t nbytes = 8,
+            std::optional<std::string_view> inline_data = std::nullopt, double duration = 0.001) {
+    state.on_task_done(w, key, nbytes, inline_data, duration, now);
+    check();
+  }
+  void fail(PeerId w, const std::string& key, ErrorKind kind = ErrorKind::exception,
+            std::string message = "boom") {
+    state.on_task_failed(w, key, error(kind, std::move(message)), 0.001, now);
+    check();
+  }
+  void release(PeerId c, std::vector<std::string> keys) {
+    state.on_release(c, keys);
+    check();
+  }
+  void cancel(PeerId c, std::vector<std::string> keys) {
+    state.on_cancel(c, keys);
+    check();
+  }
+  void want(PeerId c, std::vector<std::string> keys) {
+    state.on_want(c, keys);
+    check();
+  }
+  void leave(PeerId w, WorkerExit how = WorkerExit::lost) {
+    state.on_worker_left(w, how, now);
+    check();
+  }
+  void missing(PeerId w, const std::string& key, std::vector<std::string> deps) {
+    state.on_missing_deps(w, key, deps);
+    check();
+  }
+  void reject(PeerId w, std::vector<std::string> keys) {
+    state.on_reject(w, keys);
+    check();
+  }
+  std::optional<TaskState> st(std::string_view key) const { return state.state_of(key); }
+
+  RecordingOutbox out;  // before state: the state refers to it
+  SchedulerState state;
+  double now = 0;
+};
+
+// ---- submit, done, chains ----
+
+TEST_F(SchedulerStateTest, ChainRunsInDependencyOrder) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b", {"a"}), task("c", {"b"})});
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_EQ(st("c"), TaskState::waiting);
+  EXPECT_EQ(out.computes[0].name, "math.inc");
+  EXPECT_EQ(out.computes[0].args, "args");
+  EXPECT_THAT(out.computes[0].dep_keys, IsEmpty());
+
+  out.clear();
+  done(kW1, "a", 100, "inline-a");
+  EXPECT_EQ(st("a"), TaskState::memory);
+  ASSERT_EQ(out.reports.size(), 1u);
+  EXPECT_EQ(out.reports[0].client, kC1);
+  EXPECT_EQ(out.reports[0].key, "a");
+  EXPECT_EQ(out.reports[0].status, KeyStatus::memory);
+  EXPECT_EQ(out.reports[0].nbytes, 100u);
+  EXPECT_EQ(out.reports[0].inline_data, "inline-a");
+  EXPECT_THAT(out.reports[0].holders, ElementsAre(addr(kW1)));
+  ASSERT_EQ(out.computes.size(), 1u);
+  EXPECT_EQ(out.computes[0].key, "b");
+  EXPECT_THAT(out.computes[0].dep_keys, ElementsAre("a"));
+  EXPECT_THAT(out.computes[0].dep_holders, ElementsAre(ElementsAre(addr(kW1))));
+  EXPECT_THAT(out.computes[0].dep_nbytes, ElementsAre(100u));
+  EXPECT_THAT(state.who_has("a"), ElementsAre(wname(kW1)));
+
+  out.clear();
+  done(kW1, "b");
+  EXPECT_THAT(out.computed(), ElementsAre("c"));
+  EXPECT_EQ(st("a"), TaskState::memory);  // still wanted by the client
+  EXPECT_THAT(out.frees, IsEmpty());
+  done(kW1, "c");
+  EXPECT_EQ(st("c"), TaskState::memory);
+  EXPECT_EQ(state.counters().tasks_submitted, 3u);
+  EXPECT_EQ(state.counters().tasks_computed, 3u);
+  EXPECT_EQ(state.counters().tasks_finished, 3u);
+  EXPECT_GT(state.counters().transitions, 0u);
+}
+
+TEST_F(SchedulerStateTest, DiamondReleasesSharedInputAfterLastDependent) {
+  worker(kW1, 4);
+  submit(kC1, {task("a"), task("b", {"a"}), task("c", {"a"}), task("d", {"b", "c"})});
+  release(kC1, {"a", "b", "c"});  // the client keeps only d
+  EXPECT_EQ(st("a"), TaskState::processing);
+  done(kW1, "a");
+  EXPECT_THAT(out.computed(), ElementsAre("a", "b", "c"));
+  out.clear();
+  done(kW1, "b");
+  EXPECT_EQ(st("a"), TaskState::memory);  // c still needs it
+  EXPECT_THAT(out.frees, IsEmpty());
+  done(kW1, "c");
+  EXPECT_EQ(st("a"), TaskState::released);
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  EXPECT_THAT(out.computed(), ElementsAre("d"));
+  out.clear();
+  done(kW1, "d");
+  EXPECT_THAT(out.frees, UnorderedElementsAre(FreeCall{kW1, "b"}, FreeCall{kW1, "c"}));
+  EXPECT_EQ(st("b"), TaskState::released);
+  EXPECT_EQ(state.task_count(), 4u);  // lineage kept while d exists
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::memory), ElementsAre("d"));
+  out.clear();
+  release(kC1, {"d"});
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "d"}));
+  EXPECT_EQ(state.task_count(), 0u);
+}
+
+TEST_F(SchedulerStateTest, FanInReleasesIntermediates) {
+  worker(kW1, 8);
+  std::vector<TaskSpec> ts;
+  std::vector<std::string> parts;
+  for (int i = 0; i < 5; ++i) {
+    parts.push_back("x" + std::to_string(i));
+    ts.push_back(task(parts.back()));
+  }
+  ts.push_back(task("sum", parts));
+  submit(kC1, std::move(ts));
+  release(kC1, parts);
+  for (const auto& p : parts) EXPECT_EQ(st(p), TaskState::processing);
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) done(kW1, parts[i]);
+  EXPECT_EQ(st("sum"), TaskState::waiting);
+  done(kW1, parts.back());
+  EXPECT_EQ(st("sum"), TaskState::processing);
+  EXPECT_THAT(out.frees, IsEmpty());
+  done(kW1, "sum");
+  EXPECT_EQ(out.frees.size(), parts.size());
+  for (const auto& p : parts) EXPECT_EQ(st(p), TaskState::released);
+  release(kC1, {"sum"});
+  EXPECT_EQ(state.task_count(), 0u);
+}
+
+TEST_F(SchedulerStateTest, UnknownDependencyErrsTheTask) {
+  worker(kW1);
+  submit(kC1, {task("b", {"nope"}), task("c", {"b"})});
+  EXPECT_THAT(out.computes, IsEmpty());
+  EXPECT_EQ(st("b"), TaskState::erred);
+  EXPECT_EQ(st("c"), TaskState::erred);
+  auto rb = out.reports_of("b");
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(rb[0].status, KeyStatus::erred);
+  ASSERT_TRUE(rb[0].error);
+  EXPECT_EQ(rb[0].error->kind, ErrorKind::scheduler_error);
+  EXPECT_THAT(rb[0].error->message, HasSubstr("nope"));
+  auto rc = out.reports_of("c");
+  ASSERT_EQ(rc.size(), 1u);
+  EXPECT_EQ(rc[0].error->message, rb[0].error->message);
+  release(kC1, {"b", "c"});
+  EXPECT_EQ(state.task_count(), 0u);
+}
+
+// ---- deduplication ----
+
+TEST_F(SchedulerStateTest, DedupComputesOnceAndReportsEveryWanter) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  submit(kC2, {task("a")});
+  submit(kC1, {task("a")});  // the same client again: one want
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+  EXPECT_EQ(state.counters().tasks_deduplicated, 2u);
+  done(kW1, "a", 5);
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::memory), ElementsAre("a"));
+  EXPECT_THAT(out.reported_keys(kC2, KeyStatus::memory), ElementsAre("a"));
+
+  out.clear();
+  state.on_client_joined(kC3, "c3");
+  submit(kC3, {task("a")});  // memory: told at once, not recomputed
+  EXPECT_THAT(out.computes, IsEmpty());
+  ASSERT_EQ(out.reports.size(), 1u);
+  EXPECT_EQ(out.reports[0].client, kC3);
+  EXPECT_EQ(out.reports[0].nbytes, 5u);
+  EXPECT_THAT(out.reports[0].holders, ElementsAre(addr(kW1)));
+
+  release(kC1, {"a"});  // one release is enough for c1's single want
+  release(kC2, {"a"});
+  EXPECT_EQ(st("a"), TaskState::memory);
+  EXPECT_THAT(out.frees, IsEmpty());
+  release(kC3, {"a"});
+  EXPECT_FALSE(st("a"));
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+}
+
+TEST_F(SchedulerStateTest, DedupOfErredKeyReportsAtOnce) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  fail(kW1, "a", ErrorKind::exception, "bad input");
+  out.clear();
+  submit(kC2, {task("a")});
+  EXPECT_THAT(out.computes, IsEmpty());
+  ASSERT_EQ(out.reports.size(), 1u);
+  EXPECT_EQ(out.reports[0].client, kC2);
+  EXPECT_EQ(out.reports[0].status, KeyStatus::erred);
+  EXPECT_EQ(out.reports[0].error->message, "bad input");
+  EXPECT_EQ(out.reports[0].error->worker, wname(kW1));
+}
+
+TEST_F(SchedulerStateTest, DedupOfReleasedKeyRecomputesItAndItsReleasedDeps) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b", {"a"}), task("c", {"b"})});
+  release(kC1, {"a", "b"});
+  done(kW1, "a");
+  done(kW1, "b");
+  done(kW1, "c");
+  EXPECT_EQ(st("a"), TaskState::released);
+  EXPECT_EQ(st("b"), TaskState::released);
+  out.clear();
+  submit(kC2, {task("b", {"a"})});
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+  done(kW1, "a");
+  EXPECT_THAT(out.computed(), ElementsAre("a", "b"));
+  done(kW1, "b");
+  EXPECT_THAT(out.reported_keys(kC2, KeyStatus::memory), ElementsAre("b"));
+  EXPECT_EQ(st("a"), TaskState::released);  // freed again once b is back
+}
+
+TEST_F(SchedulerStateTest, WantOfExistingAndUnknownKeys) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  done(kW1, "a");
+  out.clear();
+  want(kC2, {"a", "ghost"});
+  ASSERT_EQ(out.reports.size(), 2u);
+  EXPECT_EQ(out.reports[0].status, KeyStatus::memory);
+  EXPECT_EQ(out.reports[1].key, "ghost");
+  EXPECT_EQ(out.reports[1].status, KeyStatus::lost);
+  ASSERT_TRUE(out.reports[1].error);
+  EXPECT_EQ(out.reports[1].error->kind, ErrorKind::lost);
+  release(kC1, {"a"});
+  EXPECT_EQ(st("a"), TaskState::memory);  // c2 wants it now
+}
+
+// ---- failure ----
+
+TEST_F(SchedulerStateTest, ErrorPropagatesToWaitingDependents) {
+  worker(kW1, 2);
+  submit(kC1, {task("a"), task("b", {"a"}), task("c", {"b"}), task("d")});
+  submit(kC2, {task("c", {"b"})});
+  out.clear();
+  fail(kW1, "a", ErrorKind::exception, "division by zero");
+  EXPECT_EQ(st("a"), TaskState::erred);
+  EXPECT_EQ(st("b"), TaskState::erred);
+  EXPECT_EQ(st("c"), TaskState::erred);
+  EXPECT_EQ(st("d"), TaskState::processing);
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::erred), UnorderedElementsAre("a", "b", "c"));
+  EXPECT_THAT(out.reported_keys(kC2, KeyStatus::erred), ElementsAre("c"));
+  for (const auto& r : out.reports) {
+    ASSERT_TRUE(r.error);
+    EXPECT_EQ(r.error->message, "division by zero");
+  }
+  EXPECT_EQ(state.counters().tasks_failed, 1u);
+  // A new task on an erred key errs at once.
+  out.clear();
+  submit(kC2, {task("e", {"b"})});
+  EXPECT_EQ(st("e"), TaskState::erred);
+  EXPECT_THAT(out.computes, IsEmpty());
+}
+
+TEST_F(SchedulerStateTest, RetriesThenErr) {
+  worker(kW1);
+  submit(kC1, {task("a", {}, 0, /*retries=*/2)});
+  fail(kW1, "a");
+  fail(kW1, "a");
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_THAT(out.reports, IsEmpty());
+  fail(kW1, "a");
+  EXPECT_EQ(st("a"), TaskState::erred);
+  EXPECT_THAT(out.computed(), ElementsAre("a", "a", "a"));
+  EXPECT_EQ(state.counters().tasks_failed, 3u);
+}
+
+TEST_F(SchedulerStateTest, NonExceptionErrorsAreNotRetried) {
+  worker(kW1);
+  submit(kC1, {task("a", {}, 0, 5)});
+  fail(kW1, "a", ErrorKind::unknown_task, "no such task");
+  EXPECT_EQ(st("a"), TaskState::erred);
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+}
+
+TEST_F(SchedulerStateTest, RetryThenSuccess) {
+  worker(kW1);
+  submit(kC1, {task("a", {}, 0, 1), task("b", {"a"})});
+  fail(kW1, "a");
+  done(kW1, "a");
+  done(kW1, "b");
+  EXPECT_EQ(st("b"), TaskState::memory);
+}
+
+// ---- release and cancel ----
+
+TEST_F(SchedulerStateTest, ReleasingProcessingTaskFreesItAndTheSlot) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b"), task("c")});
+  EXPECT_THAT(out.computed(), ElementsAre("a", "b"));  // 1 thread: 2 slots
+  EXPECT_EQ(state.queued_count(), 1u);
+  release(kC1, {"a"});
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  EXPECT_FALSE(st("a"));
+  EXPECT_THAT(out.computed(), ElementsAre("a", "b", "c"));
+  // A late result for the forgotten key is freed on the worker.
+  out.clear();
+  done(kW1, "a");
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  EXPECT_THAT(out.reports, IsEmpty());
+}
+
+TEST_F(SchedulerStateTest, ReleasingWaitingTaskForgetsUnneededDeps) {
+  submit(kC1, {task("a"), task("b", {"a"})});  // no worker: a queued
+  submit(kC2, {task("x"), task("y", {"x"})});
+  release(kC1, {"a"});
+  EXPECT_EQ(st("a"), TaskState::queued);  // b needs it
+  release(kC1, {"b"});
+  EXPECT_FALSE(st("a"));
+  EXPECT_FALSE(st("b"));
+  EXPECT_EQ(state.queued_count(), 1u);
+  worker(kW1);
+  EXPECT_THAT(out.computed(), ElementsAre("x"));
+}
+
+TEST_F(SchedulerStateTest, ReleaseOfKeyNeverWantedIsIgnored) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  release(kC2, {"a", "ghost"});
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_THAT(out.frees, IsEmpty());
+}
+
+TEST_F(SchedulerStateTest, CancelReportsAndForgetsDependentsToo) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b", {"a"}), task("z")});
+  submit(kC2, {task("b", {"a"})});
+  out.clear();
+  cancel(kC1, {"a"});
+  EXPECT_FALSE(st("a"));
+  EXPECT_FALSE(st("b"));
+  EXPECT_EQ(st("z"), TaskState::processing);
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::cancelled), UnorderedElementsAre("a", "b"));
+  EXPECT_THAT(out.reported_keys(kC2, KeyStatus::cancelled), ElementsAre("b"));
+  for (const auto& r : out.reports) EXPECT_EQ(r.error->kind, ErrorKind::cancelled);
+  EXPECT_EQ(state.task_count(), 1u);
+}
+
+TEST_F(SchedulerStateTest, CancelOfMemoryKeyFreesIt) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  done(kW1, "a");
+  out.clear();
+  cancel(kC2, {"a"});
+  EXPECT_FALSE(st("a"));
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::cancelled), ElementsAre("a"));
+}
+
+TEST_F(SchedulerStateTest, ClientLeavingReleasesItsWants) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b")});
+  submit(kC2, {task("a")});
+  done(kW1, "a");
+  out.clear();
+  state.on_client_left(kC1);
+  check();
+  EXPECT_FALSE(state.is_client(kC1));
+  EXPECT_FALSE(st("b"));
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "b"}));
+  EXPECT_EQ(st("a"), TaskState::memory);
+  state.on_client_left(kC2);
+  check();
+  EXPECT_EQ(state.task_count(), 0u);
+}
+
+// ---- workers: placement, saturation, queueing ----
+
+TEST_F(SchedulerStateTest, NoWorkersTasksWaitInQueueThenFlow) {
+  submit(kC1, {task("a"), task("b"), task("c")});
+  EXPECT_EQ(state.queued_count(), 3u);
+  EXPECT_EQ(st("a"), TaskState::queued);
+  worker(kW1, 4);
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a", "b", "c"));
+  EXPECT_EQ(state.queued_count(), 0u);
+}
+
+TEST_F(SchedulerStateTest, SaturationCapsTasksPerWorker) {
+  worker(kW1, 1);
+  std::vector<TaskSpec> ts;
+  for (int i = 0; i < 20; ++i) ts.push_back(task("t" + std::to_string(i)));
+  submit(kC1, std::move(ts));
+  // max(ceil(1.1 * 1 thread), 2 ms per thread / 1 ms default) = 2.
+  EXPECT_THAT(out.computed(), ElementsAre("t0", "t1"));
+  EXPECT_EQ(state.processing_on(kW1), 2u);
+  EXPECT_EQ(state.queued_count(), 18u);
+  done(kW1, "t0");
+  EXPECT_THAT(out.computed(), ElementsAre("t0", "t1", "t2"));
+  EXPECT_EQ(state.queued_count(), 17u);
+  // A second worker takes its share at once: max(ceil(1.1 * 4), 4 * 2 ms / 1 ms) = 8.
+  worker(kW2, 4);
+  EXPECT_EQ(state.processing_on(kW2), 8u);
+  EXPECT_EQ(state.queued_count(), 9u);
+}
+
+TEST_F(SchedulerStateTest, WorkerSaturationScalesWithThreads) {
+  SchedulerOptions o;
+  o.worker_saturation = 3.0;
+  RecordingOutbox ob;
+  SchedulerState s(o, ob);
+  s.on_worker_joined(kW1, WorkerInfo{"w", "tcp://w", 4}, 0);
+  std::vector<TaskSpec> ts;
+  for (int i = 0; i < 20; ++i) ts.push_back(task("t" + std::to_string(i)));
+  s.on_submit(kC1, std::move(ts));
+  EXPECT_EQ(s.processing_on(kW1), 12u);  // ceil(3.0 * 4) > 8 tasks of 1 ms
+  EXPECT_EQ(s.validate(), std::nullopt);
+}
+
+TEST_F(SchedulerStateTest, ShortLearnedDurationsPipelineDeeper) {
+  worker(kW1, 1);
+  submit(kC1, {task("warm")});
+  done(kW1, "warm", 8, std::nullopt, /*duration=*/0.0001);
+  EXPECT_DOUBLE_EQ(state.expected_duration("math.inc"), 0.0001);
+  std::vector<TaskSpec> ts;
+  for (int i = 0; i < 100; ++i) ts.push_back(task("t" + std::to_string(i)));
+  submit(kC1, std::move(ts));
+  // 2 ms of 0.1 ms tasks per thread.
+  EXPECT_EQ(state.processing_on(kW1), 20u);
+}
+
+TEST_F(SchedulerStateTest, DurationIsAMovingAverage) {
+  worker(kW1, 4);
+  EXPECT_DOUBLE_EQ(state.expected_duration("math.inc"), 0.001);
+  submit(kC1, {task("a"), task("b")});
+  done(kW1, "a", 8, std::nullopt, 0.004);
+  EXPECT_DOUBLE_EQ(state.expected_duration("math.inc"), 0.004);
+  done(kW1, "b", 8, std::nullopt, 0.002);
+  EXPECT_DOUBLE_EQ(state.expected_duration("math.inc"), 0.003);
+}
+
+TEST_F(SchedulerStateTest, MaxTasksPerWorkerIsAHardCap) {
+  SchedulerOptions o;
+  o.worker_saturation = 1e9;
+  o.max_tasks_per_worker = 3;
+  RecordingOutbox ob;
+  SchedulerState s(o, ob);
+  s.on_worker_joined(kW1, WorkerInfo{"w", "tcp://w", 8}, 0);
+  std::vector<TaskSpec> ts;
+  for (int i = 0; i < 10; ++i) ts.push_back(task("t" + std::to_string(i)));
+  s.on_submit(kC1, std::move(ts));
+  EXPECT_EQ(s.processing_on(kW1), 3u);
+  EXPECT_EQ(s.validate(), std::nullopt);
+}
+
+TEST_F(SchedulerStateTest, QueueOrderIsPriorityThenSubmission) {
+  submit(kC1, {task("low1", {}, 0), task("low2", {}, 0), task("high", {}, 5),
+               task("mid", {}, 1), task("high2", {}, 5)});
+  worker(kW1, 1);  // two slots
+  EXPECT_THAT(out.computed(), ElementsAre("high", "high2"));
+  done(kW1, "high");
+  done(kW1, "high2");
+  EXPECT_THAT(out.computed(), ElementsAre("high", "high2", "mid", "low1"));
+  EXPECT_THAT(out.computes.back().priority, 0);
+  done(kW1, "mid");
+  EXPECT_EQ(out.computes.back().key, "low2");
+}
+
+TEST_F(SchedulerStateTest, TiesGoToLowestLoadThenLowestPeer) {
+  worker(kW2, 2);
+  worker(kW1, 2);
+  submit(kC1, {task("a")});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a"));
+  submit(kC1, {task("b")});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("b"));
+  submit(kC1, {task("c")});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a", "c"));
+}
+
+TEST_F(SchedulerStateTest, LocalityPrefersWorkerHoldingBigDependency) {
+  worker(kW1, 4);
+  worker(kW2, 4);
+  submit(kC1, {task("big"), task("small")});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("big"));
+  EXPECT_THAT(out.computed(kW2), ElementsAre("small"));
+  done(kW1, "big", 1'000'000'000);
+  done(kW2, "small", 10);
+  submit(kC1, {task("busy")});  // lands on w1 (tie on start, lowest peer): w1 is now busier
+  EXPECT_EQ(state.processing_on(kW1), 1u);
+  out.clear();
+  submit(kC1, {task("uses-big", {"big"})});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("uses-big"));  // 10 s of transfer saved
+  out.clear();
+  submit(kC1, {task("uses-small", {"small"})});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("uses-small"));
+  out.clear();
+  submit(kC1, {task("uses-both", {"big", "small"})});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("uses-both"));
+  EXPECT_THAT(out.computes[0].dep_holders,
+              ElementsAre(ElementsAre(addr(kW1)), ElementsAre(addr(kW2))));
+}
+
+// ---- worker failure ----
+
+TEST_F(SchedulerStateTest, WorkerDeathRecomputesLostIntermediatesFromLineage) {
+  worker(kW1, 2);
+  submit(kC1, {task("a"), task("b", {"a"}), task("c", {"b"})});
+  release(kC1, {"a", "b"});
+  done(kW1, "a");
+  done(kW1, "b");  // a released: b holds what c needs
+  EXPECT_EQ(st("a"), TaskState::released);
+  worker(kW2, 2);
+  EXPECT_EQ(st("c"), TaskState::processing);
+  out.clear();
+  leave(kW1, WorkerExit::lost);
+  // c was on w1 and needs b, which only w1 held; b needs a, which was released.
+  EXPECT_EQ(st("c"), TaskState::waiting);
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+  EXPECT_THAT(out.frees, IsEmpty());  // nothing is said to the dead worker
+  EXPECT_THAT(state.who_has("b"), IsEmpty());
+  EXPECT_GE(state.counters().tasks_recomputed, 3u);
+  done(kW2, "a");
+  done(kW2, "b");
+  done(kW2, "c");
+  EXPECT_EQ(st("c"), TaskState::memory);
+  EXPECT_EQ(st("a"), TaskState::released);
+  EXPECT_EQ(st("b"), TaskState::released);
+}
+
+TEST_F(SchedulerStateTest, LostKeyPullsBackDependentsRunningElsewhere) {
+  worker(kW1, 1);
+  submit(kC1, {task("a")});
+  done(kW1, "a", 0);
+  submit(kC1, {task("z")});  // keeps w1 busy
+  worker(kW2, 1);
+  submit(kC1, {task("b", {"a"})});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("b"));
+  out.clear();
+  leave(kW1, WorkerExit::lost);
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW2, "b"}));
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a", "z"));
+}
+
+TEST_F(SchedulerStateTest, KilledWorkerAfterAllowedFailuresPlusOneDeaths) {
+  SchedulerOptions o;
+  ASSERT_EQ(o.allowed_failures, 3u);
+  submit(kC1, {task("poison"), task("after", {"poison"})});
+  for (PeerId w = 100; w < 104; ++w) {
+    worker(w);
+    EXPECT_EQ(st("poison"), TaskState::processing);
+    leave(w, WorkerExit::lost);
+  }
+  EXPECT_EQ(st("poison"), TaskState::erred);
+  EXPECT_EQ(st("after"), TaskState::erred);
+  auto r = out.reports_of("poison");
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_TRUE(r[0].error);
+  EXPECT_EQ(r[0].error->kind, ErrorKind::killed_worker);
+  for (PeerId w = 100; w < 104; ++w) EXPECT_THAT(r[0].error->message, HasSubstr(wname(w)));
+}
+
+TEST_F(SchedulerStateTest, GracefulDeparturesAreNotSuspicious) {
+  submit(kC1, {task("a")});
+  for (PeerId w = 100; w < 110; ++w) {
+    worker(w);
+    leave(w, WorkerExit::graceful);
+  }
+  EXPECT_EQ(st("a"), TaskState::queued);
+  worker(kW1);
+  EXPECT_EQ(st("a"), TaskState::processing);
+}
+
+TEST_F(SchedulerStateTest, LateResultsFromRemovedWorkerAreIgnored) {
+  worker(kW1);
+  worker(kW2);
+  submit(kC1, {task("a")});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a"));
+  leave(kW1, WorkerExit::lost);
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+  out.clear();
+  done(kW1, "a");
+  fail(kW1, "a");
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_THAT(out.frees, IsEmpty());
+  EXPECT_THAT(out.reports, IsEmpty());
+  EXPECT_THAT(out.shutdowns, IsEmpty());
+  done(kW2, "a");
+  EXPECT_EQ(st("a"), TaskState::memory);
+  EXPECT_THAT(state.who_has("a"), ElementsAre(wname(kW2)));
+}
+
+TEST_F(SchedulerStateTest, DuplicateResultFromAnotherWorkerIsFreedThere) {
+  worker(kW1);
+  worker(kW2);
+  submit(kC1, {task("a")});
+  reject(kW1, {"a"});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+  done(kW2, "a");
+  out.clear();
+  done(kW1, "a");  // it ran it anyway
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  EXPECT_THAT(state.who_has("a"), ElementsAre(wname(kW2)));
+}
+
+TEST_F(SchedulerStateTest, HeartbeatTimeoutRemovesSilentWorkers) {
+  worker(kW1);
+  worker(kW2);
+  submit(kC1, {task("a")});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a"));
+  now = 8;
+  state.on_heartbeat(kW2, now);
+  EXPECT_THAT(state.on_tick(9), IsEmpty());
+  check();
+  std::vector<PeerId> gone = state.on_tick(12);
+  check();
+  EXPECT_THAT(gone, ElementsAre(kW1));
+  EXPECT_FALSE(state.is_worker(kW1));
+  EXPECT_TRUE(state.is_worker(kW2));
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+  // It comes back: told to shut down, and its result is ignored.
+  now = 13;
+  done(kW1, "a");
+  EXPECT_EQ(st("a"), TaskState::processing);
+  ASSERT_EQ(out.shutdowns.size(), 1u);
+  EXPECT_EQ(out.shutdowns[0].worker, kW1);
+  state.on_heartbeat(kW1, now);
+  EXPECT_EQ(out.shutdowns.size(), 1u);
+  // A timed-out death is suspicious.
+  EXPECT_THAT(state.on_tick(30), ElementsAre(kW2));
+  check();
+  EXPECT_EQ(st("a"), TaskState::queued);
+}
+
+TEST_F(SchedulerStateTest, MissingDepsDropHoldersAndRecompute) {
+  worker(kW1, 1);
+  submit(kC1, {task("a")});
+  done(kW1, "a", 0);
+  submit(kC1, {task("z")});  // keeps w1 busy
+  worker(kW2, 1);
+  submit(kC1, {task("b", {"a"})});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("b"));
+  out.clear();
+  missing(kW2, "b", {"a"});
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+  PeerId where = out.computes[0].worker;
+  out.clear();
+  done(where, "a");
+  EXPECT_THAT(out.computed(), ElementsAre("b"));
+  EXPECT_EQ(st("b"), TaskState::processing);
+}
+
+TEST_F(SchedulerStateTest, MissingDepsFromStaleReportIgnored) {
+  worker(kW1, 2);
+  submit(kC1, {task("a"), task("b", {"a"})});
+  done(kW1, "a");
+  out.clear();
+  missing(kW2, "b", {"a"});  // not a worker
+  missing(kW1, "a", {"x"});  // a is not processing
+  EXPECT_EQ(st("a"), TaskState::memory);
+  EXPECT_EQ(st("b"), TaskState::processing);
+  EXPECT_THAT(out.frees, IsEmpty());
+}
+
+TEST_F(SchedulerStateTest, RejectedTasksGoElsewhereWithoutSuspicion) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  reject(kW1, {"a"});
+  EXPECT_EQ(st("a"), TaskState::queued);  // w1 is closing: it gets nothing new
+  EXPECT_EQ(state.processing_on(kW1), 0u);
+  worker(kW2);
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+  leave(kW1, WorkerExit::graceful);
+  // Three deaths are still allowed: the rejection did not count.
+  for (PeerId w = 100; w < 102; ++w) worker(w);
+  leave(kW2, WorkerExit::lost);
+  leave(100, WorkerExit::lost);
+  leave(101, WorkerExit::lost);
+  EXPECT_EQ(st("a"), TaskState::queued);
+}
+
+// ---- randomized ----
+
+// Drives random events against a model of what workers run and hold; validate() after each.
+class RandomRun {
+ public:
+  explicit RandomRun(std::uint32_t seed) : rng_(seed), state_(options(), out_) {}
+
+  static SchedulerOptions options() {
+    SchedulerOptions o;
+    o.allowed_failures = 1;
+    o.worker_ttl_s = 5;
+    return o;
+  }
+
+  void run(int steps) {
+    for (PeerId c : clients_) state_.on_client_joined(c, "c");
+    add_worker();
+    for (int i = 0; i < steps; ++i) {
+      step();
+      absorb();
+      if (auto v = state_.validate()) {
+        FAIL() << "seed step " << i << ": " << *v;
+      }
+    }
+    // Drain: a fresh worker, no more faults; everything wanted must settle.
+    add_worker();
+    absorb();
+    for (int round = 0; round < 100000; ++round) {
+      auto it = std::find_if(running_.begin(), running_.end(),
+                             [](const auto& kv) { return !kv.second.empty(); });
+      if (it == running_.end()) break;
+      const std::string key = *it->second.begin();
+      it->second.erase(it->second.begin());
+      state_.on_task_done(it->first, key, 8, std::nullopt, 0.001, now_);
+      absorb();
+      ASSERT_EQ(state_.validate(), std::nullopt);
+    }
+    if (std::getenv("PLEXUS_DEBUG")) {
+      std::fprintf(stderr, "workers=%zu queued=%zu live=%zu\n", state_.worker_count(), state_.queued_count(), live_.size());
+      for (PeerId w : live_) std::fprintf(stderr, " w%u processing=%zu model=%zu\n", w, state_.processing_on(w), running_[w].size());
+    }
+    for (const auto& k : keys_) {
+      auto s = state_.state_of(k);
+      if (!s) continue;
+      EXPECT_NE(*s, TaskState::waiting) << k;
+      EXPECT_NE(*s, TaskState::queued) << k;
+      EXPECT_NE(*s, TaskState::processing) << k;
+    }
+    for (PeerId c : clients_) {
+      state_.on_client_left(c);
+      ASSERT_EQ(state_.validate(), std::nullopt);
+    }
+    EXPECT_EQ(state_.task_count(), 0u);
+    EXPECT_EQ(state_.queued_count(), 0u);
+  }
+
+ private:
+  std::size_t pick(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+  bool chance(double p) { return std::bernoulli_distribution(p)(rng_); }
+
+  void add_worker() {
+    const PeerId w = next_worker_++;
+    live_.push_back(w);
+    running_[w];
+    state_.on_worker_joined(w, WorkerInfo{"w" + std::to_string(w), "addr" + std::to_string(w),
+                                          static_cast<std::uint32_t>(1 + pick(3))},
+                            now_);
+  }
+
+  void drop_worker(std::size_t i) {
+    const PeerId w = live_[i];
+    live_.erase(live_.begin() + static_cast<std::ptrdiff_t>(i));
+    running_.erase(w);
+    gone_.push_back(w);
+  }
+
+  /// Applies the outbox to the model of the workers.
+  void absorb() {
+    std::size_t nc = 0;
+    std::size_t nf = 0;
+    for (const auto call : out_.log) {
+      if (call == RecordingOutbox::Call::compute) {
+        const auto& c = out_.computes[nc++];
+        ASSERT_TRUE(running_.count(c.worker)) << "compute sent to a dead worker";
+        ASSERT_FALSE(running_[c.worker].count(c.key)) << "sent twice: " << c.key;
+        running_[c.worker].insert(c.key);
+        deps_[c.key] = c.dep_keys;
+      } else if (call == RecordingOutbox::Call::free_key) {
+        const auto& f = out_.frees[nf++];
+        if (running_.count(f.worker)) running_[f.worker].erase(f.key);
+      }
+    }
+    out_.clear();
+  }
+
+  std::optional<std::pair<PeerId, std::string>> pick_running() {
+    std::vector<std::pair<PeerId, std::string>> all;
+    for (const auto& [w, keys] : running_) {
+      for (const auto& k : keys) all.emplace_back(w, k);
+    }
+    if (all.empty()) return std::nullopt;
+    return all[pick(all.size())];
+  }
+
+  void step() {
+    now_ += 0.1;
+    const std::size_t op = pick(100);
+    const PeerId client = clients_[pick(clients_.size())];
+    if (op < 25) {  // submit a small graph
+      std::vector<TaskSpec> ts;
+      const std::size_t n = 1 + pick(3);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (!keys_.empty() && chance(0.15)) {
+          ts.push_back(task(keys_[pick(keys_.size())]));  // dedup
+          continue;
+        }
+        std::vector<std::string> deps;
+        const std::size_t nd = keys_.empty() ? 0 : pick(4);
+        for (std::size_t d = 0; d < nd; ++d) {
+          const std::string& k = keys_[pick(keys_.size())];
+          if (std::find(deps.begin(), deps.end(), k) == deps.end()) deps.push_back(k);
+        }
+        if (chance(0.02)) deps.push_back("ghost");
+        keys_.push_back("k" + std::to_string(keys_.size()));
+        ts.push_back(task(keys_.back(), deps, static_cast<std::int32_t>(pick(3)),
+                          static_cast<std::uint32_t>(pick(2))));
+      }
+      state_.on_submit(client, std::move(ts));
+    } else if (op < 55) {  // a task finishes
+      if (auto r = pick_running()) {
+        running_[r->first].erase(r->second);
+        state_.on_task_done(r->first, r->second, pick(1000),
+                            chance(0.5) ? std::optional<std::string_view>("v") : std::nullopt,
+                            0.0005 + 0.001 * static_cast<double>(pick(4)), now_);
+      }
+    } else if (op < 62) {  // a task fails
+      if (auto r = pick_running()) {
+        running_[r->first].erase(r->second);
+        state_.on_task_failed(r->first, r->second,
+                              error(chance(0.7) ? ErrorKind::exception : ErrorKind::plugin_error,
+                                    "x"),
+                              0.001, now_);
+      }
+    } else if (op < 74) {  // release
+      if (!keys_.empty()) {
+        std::vector<std::string> ks{keys_[pick(keys_.size())]};
+        state_.on_release(client, ks);
+      }
+    } else if (op < 76) {  // cancel
+      if (!keys_.empty()) {
+        std::vector<std::string> ks{keys_[pick(keys_.size())]};
+        state_.on_cancel(client, ks);
+      }
+    } else if (op < 78) {  // want
+      if (!keys_.empty()) {
+        std::vector<std::string> ks{keys_[pick(keys_.size())], "ghost"};
+        state_.on_want(client, ks);
+      }
+    } else if (op < 82) {  // a worker joins
+      if (live_.size() < 4) add_worker();
+    } else if (op < 86) {  // a worker leaves
+      if (!live_.empty()) {
+        const std::size_t i = pick(live_.size());
+        const PeerId w = live_[i];
+        const auto how = static_cast<WorkerExit>(pick(3));
+        drop_worker(i);
+        state_.on_worker_left(w, how, now_);
+      }
+    } else if (op < 89) {  // a worker cannot fetch a dependency
+      if (auto r = pick_running()) {
+        const auto& deps = deps_[r->second];
+        if (!deps.empty()) {
+          running_[r->first].erase(r->second);
+          std::vector<std::string> ms{deps[pick(deps.size())]};
+          state_.on_missing_deps(r->first, r->second, ms);
+        }
+      }
+    } else if (op < 90) {  // a worker hands its work back and leaves
+      if (!live_.empty()) {
+        const std::size_t i = pick(live_.size());
+        const PeerId w = live_[i];
+        std::vector<std::string> ks(running_[w].begin(), running_[w].end());
+        running_[w].clear();
+        state_.on_reject(w, ks);
+        absorb();
+        drop_worker(i);
+        state_.on_worker_left(w, WorkerExit::graceful, now_);
+      }
+    } else if (op < 93) {  // stale reports
+      if (!gone_.empty() && !keys_.empty()) {
+        const PeerId w = gone_[pick(gone_.size())];
+        state_.on_task_done(w, keys_[pick(keys_.size())], 1, std::nullopt, 0.001, now_);
+      } else if (!live_.empty() && !keys_.empty()) {
+        const PeerId w = live_[pick(live_.size())];
+        const std::string& k = keys_[pick(keys_.size())];
+        if (!running_[w].count(k)) state_.on_task_done(w, k, 1, std::nullopt, 0.001, now_);
+      }
+    } else if (op < 98) {  // heartbeats and a tick; sometimes one worker stays silent
+      const PeerId silent = live_.empty() || chance(0.7) ? 0 : live_[pick(live_.size())];
+      for (PeerId w : live_) {
+        if (w != silent) state_.on_heartbeat(w, now_);
+      }
+      now_ += 3;
+      for (PeerId w : state_.on_tick(now_)) {
+        auto it = std::find(live_.begin(), live_.end(), w);
+        ASSERT_NE(it, live_.end());
+        drop_worker(static_cast<std::size_t>(it - live_.begin()));
+      }
+    } else {  // a client leaves and comes back
+      state_.on_client_left(client);
+      state_.on_client_joined(client, "c");
+    }
+  }
+
+  std::mt19937 rng_;
+  RecordingOutbox out_;
+  SchedulerState state_;
+  double now_ = 0;
+  std::vector<PeerId> clients_{1, 2, 3};
+  PeerId next_worker_ = 100;
+  std::vector<PeerId> live_;
+  std::vector<PeerId> gone_;
+  std::map<PeerId, std::set<std::string>> running_;  // what each live worker was asked to run
+  std::map<std::string, std::vector<std::string>> deps_;
+  std::vector<std::string> keys_;
+};
+
+TEST(SchedulerStateRandomTest, InvariantsHoldUnderRandomEvents) {
+  for (std::uint32_t seed = 1; seed <= 40; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    RandomRun(seed).run(1500);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
+// ---- cost ----
+
+class QueueOutbox : public SchedulerOutbox {
+ public:
+  void compute(PeerId worker, const ComputeRequest& r) override {
+    pending.emplace_back(worker, std::string(r.key));
+  }
+  void free_key(PeerId, std::string_view) override { ++frees; }
+  void report(PeerId, const KeyReport&) override { ++reports; }
+  void shutdown_worker(PeerId, std::string_view) override {}
+  std::deque<std::pair<PeerId, std::string>> pending;
+  std::size_t frees = 0;
+  std::size_t reports = 0;
+};
+
+// Not a benchmark (bench/ has those): runs a wide map + pairwise reduce graph through the state,
+// finishing tasks in the order they were sent, and prints the cost per task (submit, send, done,
+// report, release of the inputs).
+TEST(SchedulerStateCostTest, WideGraphCostPerTask) {
+  QueueOutbox ob;
+  SchedulerState s(SchedulerOptions{}, ob);
+  constexpr int kWorkers = 8;
+  for (int w = 0; w < kWorkers; ++w) {
+    s.on_worker_joined(static_cast<PeerId>(100 + w), WorkerInfo{"w", "addr", 4}, 0);
+  }
+  constexpr int kInputs = 100000;
+  std::vector<TaskSpec> ts;
+  std::vector<std::string> keys;
+  for (int i = 0; i < kInputs; ++i) {
+    keys.push_back("inc-0123456789abcdef0123456789abcdef-" + std::to_string(i));
+    ts.push_back(task(keys.back()));
+  }
+  for (int i = 0; i < kInputs; i += 2) {
+    ts.push_back(task("add-0123456789abcdef0123456789abcdef-" + std::to_string(i),
+                      {keys[static_cast<std::size_t>(i)], keys[static_cast<std::size_t>(i) + 1]}));
+  }
+  const std::size_t total = ts.size();
+  const auto t0 = std::chrono::steady_clock::now();
+  s.on_submit(kC1, std::move(ts));
+  s.on_release(kC1, keys);
+  std::size_t finished = 0;
+  while (!ob.pending.empty()) {
+    auto [worker, key] = std::move(ob.pending.front());
+    ob.pending.pop_front();
+    s.on_task_done(worker, key, 8, std::nullopt, 0.0001, 0);
+    ++finished;
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_EQ(finished, total);
+  EXPECT_EQ(ob.frees, static_cast<std::size_t>(kInputs));
+  EXPECT_EQ(ob.reports, total - kInputs);
+  EXPECT_EQ(s.validate(), std::nullopt);
+  std::printf("[ cost ] %zu tasks: %.0f ns/task (submit to release, state only)\n", total,
+              std::chrono::duration<double, std::nano>(t1 - t0).count() /
+                  static_cast<double>(total));
+}
+
+}  // namespace
+}  // namespace plexus::sched

@@ -10,11 +10,24 @@
 // the default's (an integer is accepted where a float is expected), is a ConfigError whose message
 // names the file, the line and the dotted key, e.g.
 //   "/etc/x.toml:3: unknown key 'scheduler.adress' (did you mean 'scheduler.address'?)".
+// A section that is not a table, and a table nested inside a section, are errors too. Every
+// problem of one overlay is reported in the same ConfigError, one per line, sorted by line; a TOML
+// syntax error instead names file:line:column and toml++'s description.
 // Environment variables: PLEXUS__SCHEDULER__WORKER_TTL_MS=2000 sets scheduler.worker-ttl-ms
 // (section and key lower-cased, '_' read as '-'); the value is parsed as a TOML value, and taken as
-// a string when it does not parse as one.
+// a string when it does not parse as one. For a string setting, a value that parses as something
+// other than a TOML string is taken as its text (PLEXUS__WORKER__NAME=42 names the worker "42").
 //
-// Thread safety: a Config is a value; const member functions may be called from any thread.
+// Every mutating call either succeeds or throws leaving the Config unchanged.
+//
+// Example:
+//   auto config = plexus::config::Config::load(cli.config_file);  // may throw ConfigError
+//   for (const auto& [key, value] : cli.overrides) config.set(key, value);
+//   auto ttl = std::chrono::milliseconds(config.get_int("scheduler.worker-ttl-ms"));
+//
+// Thread safety: a Config is a value; const member functions may be called from any thread
+// concurrently; mutating ones need exclusive access. A moved-from Config may only be assigned to
+// or destroyed.
 #pragma once
 
 #include <cstdint>
@@ -35,11 +48,13 @@ class ConfigError : public std::runtime_error {
 
 class Config {
  public:
-  /// The built-in defaults only.
+  /// The built-in defaults only (config/plexus.toml as compiled in).
   static Config defaults();
 
   /// The full lookup described above. `explicit_file` is --config; `env` is the environment to
-  /// read (the process environment when empty).
+  /// read PLEXUS_CONFIG, XDG_CONFIG_HOME, HOME and PLEXUS__* from (the process environment when
+  /// std::nullopt; an empty map is an empty environment). Empty PLEXUS_CONFIG or
+  /// XDG_CONFIG_HOME count as unset. Throws ConfigError.
   static Config load(const std::optional<std::string>& explicit_file = std::nullopt,
                      const std::optional<std::map<std::string, std::string>>& env = std::nullopt);
 
@@ -54,11 +69,14 @@ class Config {
   void merge_file(const std::string& path);
   /// Overlays TOML text; `source` names it in errors.
   void merge_string(std::string_view toml, std::string_view source);
-  /// Overlays PLEXUS__SECTION__KEY variables from `env`; other variables are ignored.
+  /// Overlays PLEXUS__SECTION__KEY variables from `env`; other variables are ignored. Throws
+  /// ConfigError naming the variable for an unknown key, a malformed name (PLEXUS__X) or a
+  /// value of the wrong type.
   void apply_env(const std::map<std::string, std::string>& env);
 
   /// Sets one key from a command-line flag, type-checked like a file value; `value` is TOML text
-  /// for non-strings ("4", "true", "[\"a\"]") and the raw text for string keys.
+  /// for non-strings ("4", "true", "[\"a\"]") and the raw text for string keys. Throws
+  /// ConfigError ("command line: ...") for an unknown key or a value of the wrong type.
   void set(std::string_view dotted_key, std::string_view value);
 
   /// Typed getters by dotted key ("scheduler.address"). Throw ConfigError for an unknown key or
@@ -69,7 +87,8 @@ class Config {
   bool get_bool(std::string_view dotted_key) const;
   std::vector<std::string> get_string_list(std::string_view dotted_key) const;
 
-  /// Every effective key and value, as TOML text (for `--print-config` and logs).
+  /// Every effective key and value, as TOML text (for `--print-config` and logs), sections and
+  /// keys in the order of the defaults file. Merging it into defaults() yields this Config.
   std::string dump() const;
 
  private:

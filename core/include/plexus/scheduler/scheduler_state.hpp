@@ -31,7 +31,12 @@
 // ErrorKind::killed_worker), and keys that only it held are recomputed from their lineage if
 // anyone still needs them.
 //
-// Thread safety: none; one thread (the scheduler's event loop) owns a SchedulerState.
+// Reports from peers that are not (or no longer) workers are ignored; a worker removed for
+// missing heartbeats that is heard from again is told to shut down (once). A worker that rejects
+// work (on_reject) is taken to be closing and gets no new tasks until it leaves.
+//
+// Thread safety: none; one thread (the scheduler's event loop) owns a SchedulerState. The outbox
+// must not call back into the state.
 #pragma once
 
 #include <plexus/common/errors.hpp>
@@ -187,6 +192,9 @@ class SchedulerState {
   std::size_t worker_count() const;
   std::size_t processing_on(PeerId worker) const;
   std::size_t queued_count() const;
+  /// The duration the scheduler expects of a task with this name (seconds): an exponential
+  /// moving average of measured durations, or default_task_duration_s before any was measured.
+  double expected_duration(std::string_view task_name) const;
   const SchedulerCounters& counters() const;
   /// Checks every internal invariant (refcounts, state sets, holders); returns a description of
   /// the first violation, or nothing. Used by tests after each step.

@@ -5,13 +5,21 @@
 // libP.so, then P.so in each directory of the search path, in order. The manifest's plugin name
 // must equal P and its abi_version must equal PLEXUS_SDK_ABI_VERSION.
 //
+// A plugin that cannot be found or loaded is looked for again on a later call (it may be installed
+// in the meantime), but at most once per second per plugin name: calls within that second get the
+// last failure back without touching the file system.
+//
 // Thread safety: all member functions may be called from any thread (loading is serialized
-// internally; calls into already-loaded plugins run concurrently).
+// internally; calls into already-loaded plugins run concurrently, and the lookup of an already
+// loaded task is one hash lookup under a shared lock). Plugins stay loaded until the loader is
+// destroyed; no call may be in flight then.
 #pragma once
 
 #include <plexus/common/errors.hpp>
 
+#include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,12 +40,17 @@ struct PluginInfo {
   std::string version;
   std::string sdk_version;
   std::string path;
-  std::vector<std::pair<std::string, std::string>> tasks;  // (task name, signature)
+  /// (task name without the plugin prefix, signature such as "int64(int64)"), sorted by name.
+  std::vector<std::pair<std::string, std::string>> tasks;
 };
 
 class PluginLoader {
  public:
+  /// The time source of the retry limit; tests inject a manual clock.
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+
   explicit PluginLoader(std::vector<std::string> search_path);
+  PluginLoader(std::vector<std::string> search_path, Clock clock);
   ~PluginLoader();
   PluginLoader(const PluginLoader&) = delete;
   PluginLoader& operator=(const PluginLoader&) = delete;
@@ -50,6 +63,9 @@ class PluginLoader {
   ///  - unknown task: "plugin 'math' 1.0.0 (/path/libplexus_math.so) has no task 'nope'; it has:
   ///    add, inc, ..."
   ///  - ABI mismatch: "plugin 'bad' (/path) was built with SDK ABI 999; this worker has SDK ABI 1"
+  /// Kinds: unknown_task for a malformed name, an unknown plugin or an unknown task; plugin_error
+  /// for a plugin that cannot be loaded (or breaks the ABI during a call); bad_arguments and
+  /// exception as reported by the plugin, with the exception's type and message.
   CallResult call(std::string_view task_name, std::string_view encoded_args);
 
   /// Loads (if needed) and describes a plugin; throws std::runtime_error with the same messages.

@@ -1,0 +1,74 @@
+// The worker daemon: a DEALER to the scheduler, a ROUTER serving its data to peers and clients,
+// DEALERs to the peers it fetches dependencies from (all owned by the I/O thread running run()),
+// and a pool of executor threads that call plugin tasks.
+//
+//   plexus::worker::WorkerService worker(plexus::worker::worker_options(config, scheduler));
+//   std::thread loop([&] { worker.run(); });   // handshake, then serve until shut down
+//   worker.stop();                              // graceful: hand back queued work, finish running
+//   loop.join();
+//
+// Results stay on the worker that computed them; results up to the inline threshold also ride
+// along with the task-done message so that clients usually need no second round trip.
+//
+// Thread safety: run() on one thread; stop(), data_address() and name() from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace plexus::config {
+class Config;
+}
+
+namespace plexus::worker {
+
+struct WorkerOptions {
+  std::string scheduler_address;
+  std::string name;           // "" = <host>-<pid>
+  std::uint32_t nthreads = 1;
+  std::string data_address;   // "" = same transport as the scheduler, free port or path
+  std::vector<std::string> plugin_path;  // searched first, then the default path
+  std::uint32_t connect_timeout_ms = 10000;
+  std::uint32_t shutdown_timeout_ms = 10000;
+  std::uint64_t inline_threshold = 65536;
+  std::uint32_t verify_max_depth = 64;
+  std::uint32_t verify_max_tables = 1000000;
+  int linger_ms = 1000;
+  std::int64_t max_message_bytes = 4294967296;
+};
+
+/// Reads [worker] and [comm] from a config; `scheduler_address` as given.
+WorkerOptions worker_options(const config::Config& config, std::string scheduler_address);
+
+/// Why run() returned.
+enum class WorkerExit { stopped, scheduler_shutdown, removed };
+
+class WorkerService {
+ public:
+  /// Binds the data socket and prepares the executor; throws std::runtime_error naming the
+  /// address when binding fails.
+  explicit WorkerService(WorkerOptions options);
+  ~WorkerService();
+  WorkerService(const WorkerService&) = delete;
+  WorkerService& operator=(const WorkerService&) = delete;
+
+  /// Handshakes with the scheduler and serves until stop() or a Shutdown from the scheduler.
+  /// Throws std::runtime_error when the scheduler cannot be reached within connect_timeout or
+  /// refuses this worker (the message says why, e.g. both ABI versions).
+  WorkerExit run();
+
+  /// Graceful stop: hand back tasks not started, wait up to shutdown_timeout for running ones,
+  /// report them, say goodbye. Thread-safe, idempotent.
+  void stop();
+
+  const std::string& data_address() const;
+  const std::string& name() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace plexus::worker
