@@ -47,7 +47,11 @@ int main(int argc, char** argv) {
     target = &service;
     if (signalled) service.stop();  // a signal that came before the service existed
     auto how = service.run();
-    return how == plexus::worker::WorkerExit::removed ? 3 : 0;
+    switch (how) {
+      case plexus::worker::WorkerExit::removed: return 3;
+      case plexus::worker::WorkerExit::scheduler_lost: return 4;
+      default: return 0;
+    }
   } catch (const std::exception& e) {
     std::cerr << "plexus-worker: " << e.what() << "\n";
     return 1;

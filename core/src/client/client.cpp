@@ -189,11 +189,11 @@ bool future_wait(const FutureState& s, Timeout timeout) {
 std::shared_ptr<const std::string> future_value(const FutureState& cs, Timeout timeout) {
   auto& s = const_cast<FutureState&>(cs);
   std::unique_lock lock(s.core->mu);
-  auto deadline = timeout ? std::optional(Clock::now() + *timeout) : std::nullopt;
+  const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   auto left = [&]() -> Timeout {
-    if (!deadline) return std::nullopt;
+    if (!timeout) return std::nullopt;
     return std::max(std::chrono::nanoseconds(0),
-                    std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now()));
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now()));
   };
   if (!wait_until(lock, s, left(), [&] { return s.status != FutureStatus::pending; })) {
     throw_timeout(s, timeout);
@@ -242,6 +242,7 @@ struct Client::Impl {
       : config(cfg), address(std::move(addr)), core(std::make_shared<ClientCore>()),
         log(logger("client")) {
     connect_timeout = std::chrono::milliseconds(config.get_int("client.connect-timeout-ms"));
+    death_timeout = std::chrono::milliseconds(config.get_int("client.death-timeout-ms"));
     core->fetch_timeout = connect_timeout;
     limits = {static_cast<std::uint32_t>(config.get_int("comm.verify-max-depth")),
               static_cast<std::uint32_t>(config.get_int("comm.verify-max-tables"))};
@@ -302,8 +303,8 @@ struct Client::Impl {
   std::vector<std::shared_ptr<detail::FutureState>> submit(const SubmitOptions& o,
                                                            std::vector<EncodedCall> calls) {
     std::vector<PendingTask> fresh;
-    std::vector<std::shared_ptr<detail::FutureState>> out;
-    out.reserve(calls.size());
+    std::vector<std::shared_ptr<detail::FutureState>> result;
+    result.reserve(calls.size());
     std::vector<std::string> keys;
     keys.reserve(calls.size());
     for (auto& c : calls) {
@@ -333,14 +334,14 @@ struct Client::Impl {
           c.refs.erase(std::unique(c.refs.begin(), c.refs.end()), c.refs.end());
           fresh.push_back({keys[i], std::move(c.name), std::move(c.args), std::move(c.refs)});
         }
-        out.push_back(std::move(s));
+        result.push_back(std::move(s));
       }
     }
     if (!fresh.empty()) {
       Command cmd{Command::Type::submit, std::move(fresh), o.retries, o.priority, {}, {}};
       core->push(std::move(cmd));
     }
-    return out;
+    return result;
   }
 
   // ---- I/O thread ----
@@ -396,7 +397,10 @@ struct Client::Impl {
         throw ConnectionError("the scheduler at " + address + " refused this client: " +
                               std::string(wire::view(first->msg_as_Refused()->reason())));
       }
-      if (first->msg_type() == wire::Msg::Welcome) return;
+      if (first->msg_type() == wire::Msg::Welcome) {
+        heartbeat = std::chrono::milliseconds(std::max(10u, first->msg_as_Welcome()->heartbeat_ms()));
+        return;
+      }
     }
     throw ConnectionError("could not reach the scheduler at " + address + " within " +
                           std::to_string(connect_timeout.count()) + " ms");
@@ -407,6 +411,8 @@ struct Client::Impl {
     std::vector<zmq::pollitem_t> items;
     std::vector<zmq::socket_t*> peer_list;
     peers_changed = true;
+    last_heard = Clock::now();
+    auto next_heartbeat = Clock::now() + heartbeat;
     while (!stopping) {
       if (peers_changed) {
         items = {{sched->handle(), 0, ZMQ_POLLIN, 0}, {nullptr, core->wake.fd(), ZMQ_POLLIN, 0}};
@@ -417,7 +423,7 @@ struct Client::Impl {
         }
         peers_changed = false;
       }
-      long timeout = fetches.empty() ? 500 : 50;
+      long timeout = fetches.empty() ? static_cast<long>(heartbeat.count()) : 50;
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
       if (items[1].revents & ZMQ_POLLIN) core->wake.drain();
       for (int i = 0; i < 1024; ++i) {
@@ -430,6 +436,18 @@ struct Client::Impl {
       }
       run_commands();
       expire_fetches();
+      auto now = Clock::now();
+      if (!scheduler_gone && now >= next_heartbeat) {
+        out.add(wire::CreateHeartbeat(out.fbb(), 0, 0, 0));
+        next_heartbeat = now + heartbeat;
+      }
+      if (!scheduler_gone && now - last_heard > death_timeout) {
+        scheduler_gone = true;
+        log->error("no message from the scheduler at {} for {} ms", address, death_timeout.count());
+        std::lock_guard lock(core->mu);
+        fail_pending_locked("lost contact with the scheduler at " + address + " (no message for " +
+                            std::to_string(death_timeout.count()) + " ms)");
+      }
       flush();
       dropped.clear();
     }
@@ -502,6 +520,7 @@ struct Client::Impl {
   }
 
   void on_scheduler(std::vector<zmq::message_t>& frames) {
+    last_heard = Clock::now();
     const wire::Batch* batch = wire::verify_batch(frames[0].data(), frames[0].size(), limits);
     if (!batch || !batch->messages()) {
       log->warn("malformed message from the scheduler dropped ({} bytes)", frames[0].size());
@@ -668,6 +687,9 @@ struct Client::Impl {
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<LocalCluster> cluster;
   std::chrono::milliseconds connect_timeout{10000};
+  std::chrono::milliseconds death_timeout{60000};
+  std::chrono::milliseconds heartbeat{500};
+  Clock::time_point last_heard = Clock::now();
   wire::VerifyLimits limits;
   int linger_ms = 1000;
   std::int64_t max_message_bytes = 0;

@@ -84,10 +84,10 @@ struct SchedulerService::Impl final : SchedulerOutbox {
   void write_scheduler_file() {
     std::string tmp = options.scheduler_file + ".tmp" + std::to_string(::getpid());
     {
-      std::ofstream out(tmp, std::ios::trunc);
-      out << bound << "\n";
-      out.flush();
-      if (!out) {
+      std::ofstream file(tmp, std::ios::trunc);
+      file << bound << "\n";
+      file.flush();
+      if (!file) {
         throw std::runtime_error("cannot write scheduler file '" + options.scheduler_file + "'");
       }
     }
@@ -342,10 +342,13 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         state.on_reject(peer, keys);
         return;
       }
-      case wire::Msg::Heartbeat:
-        if (client) return;
-        state.on_heartbeat(peer, now);
+      case wire::Msg::Heartbeat: {
+        if (!client) state.on_heartbeat(peer, now);
+        // Answer so the peer knows the scheduler is alive (its death timeout).
+        Pending& p = pending(peer);
+        p.batch.add(wire::CreateHeartbeat(p.batch.fbb(), 0, 0, 0));
         return;
+      }
       case wire::Msg::Goodbye: {
         log->info("{} left peer={} name='{}' reason='{}'", client ? "client" : "worker", peer,
                   pr.name, wire::view(env.msg_as_Goodbye()->reason()));

@@ -1,9 +1,10 @@
 // SchedulerState: the scheduler's transition engine over interned task records.
 //
 // Representation (see scheduler_state.hpp for the contract):
-//  - Tasks live in a deque (stable addresses, so the key index can hold views of their keys) and
-//    are named by dense ids; forgotten ids go to a free list. An open-addressing index maps keys
-//    to ids. Task names are interned once (they also carry the learned duration).
+//  - Tasks live in fixed chunks (stable addresses) and are named by dense ids; forgotten ids are
+//    reused lowest first. An open-addressing index maps keys to ids (it stores ids only and
+//    compares against the records' keys). Task names are interned once (they also carry the learned
+//    duration).
 //  - Every many-to-many relation (task deps <-> dependents, task holders <-> worker has_what,
 //    task wanters <-> client wants) is a pair of lists of `Link`s, each link holding the index of
 //    its mirror in the other list, so either side is removed in O(1) by swap-remove.
@@ -22,12 +23,14 @@
 //    is processing.
 #include <plexus/scheduler/scheduler_state.hpp>
 
+// Inlined: keys are short and hashed once or twice per event.
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <deque>
+#include <functional>
 #include <limits>
 #include <new>
 #include <type_traits>
@@ -39,12 +42,18 @@ namespace plexus::sched {
 
 const char* to_string(TaskState s) {
   switch (s) {
-    case TaskState::released: return "released";
-    case TaskState::waiting: return "waiting";
-    case TaskState::queued: return "queued";
-    case TaskState::processing: return "processing";
-    case TaskState::memory: return "memory";
-    case TaskState::erred: return "erred";
+    case TaskState::released:
+      return "released";
+    case TaskState::waiting:
+      return "waiting";
+    case TaskState::queued:
+      return "queued";
+    case TaskState::processing:
+      return "processing";
+    case TaskState::memory:
+      return "memory";
+    case TaskState::erred:
+      return "erred";
   }
   return "?";
 }
@@ -168,26 +177,48 @@ void remove_link(ListOfA list_of_a, Index a, Index i, ListOfB list_of_b) {
   la.pop_back();
 }
 
+// Hot fields first: a transition mostly reads the first two cache lines.
 struct Task {
-  std::string key;
-  std::string args;
-  SmallVec<Link, 2> deps;        // {dependency, index in its dependents}, in spec order
-  SmallVec<Link, 1> dependents;  // {dependent, index in its deps}
-  SmallVec<Link, 1> holders;     // {worker, index in its has_what}; non-empty iff memory
-  SmallVec<Link, 1> wanted_by;   // {client, index in its wants}
-  std::shared_ptr<const ErrorInfo> error;  // erred only; shared along an erred chain
-  std::uint64_t seq = 0;                   // submission order
-  std::uint64_t nbytes = 0;
-  std::int64_t est_ns = 0;  // expected duration charged to `worker` while processing
+  TaskState state = TaskState::released;
+  bool alive = false;
+  std::int32_t priority = 0;
+  std::uint32_t n_waiting = 0;          // waiting only: dependencies not in memory
+  std::uint32_t active_dependents = 0;  // dependents waiting, queued or processing
   Index name = 0;
   Index worker = kNone;  // processing only
   Index worker_pos = 0;  // index in that worker's processing list
-  std::uint32_t n_waiting = 0;          // waiting only: dependencies not in memory
-  std::uint32_t active_dependents = 0;  // dependents waiting, queued or processing
   std::uint32_t retries = 0;
-  std::int32_t priority = 0;
-  TaskState state = TaskState::released;
-  bool alive = false;
+  std::uint64_t seq = 0;         // submission order
+  std::int64_t est_ns = 0;       // expected duration charged to `worker` while processing
+  SmallVec<Link, 1> wanted_by;   // {client, index in its wants}
+  SmallVec<Link, 2> deps;        // {dependency, index in its dependents}, in spec order
+  SmallVec<Link, 1> dependents;  // {dependent, index in its deps}
+  SmallVec<Link, 1> holders;     // {worker, index in its has_what}; non-empty iff memory
+  std::uint64_t nbytes = 0;
+  std::string key;
+  std::string args;
+  std::shared_ptr<const ErrorInfo> error;  // erred only; shared along an erred chain
+};
+
+/// Task records in fixed chunks: stable addresses and cheap indexing (a std::deque of records
+/// this size holds two per block and divides on every access).
+class TaskStore {
+ public:
+  Task& operator[](Index i) { return chunks_[i >> kShift][i & kMask]; }
+  const Task& operator[](Index i) const { return chunks_[i >> kShift][i & kMask]; }
+  Index size() const { return size_; }
+  /// Appends a default record; returns its id.
+  Index emplace_back() {
+    if ((size_ & kMask) == 0) chunks_.push_back(std::make_unique<Task[]>(kChunk));
+    return size_++;
+  }
+
+ private:
+  static constexpr Index kShift = 8;
+  static constexpr Index kChunk = Index{1} << kShift;
+  static constexpr Index kMask = kChunk - 1;
+  std::vector<std::unique_ptr<Task[]>> chunks_;
+  Index size_ = 0;
 };
 
 struct Worker {
@@ -248,9 +279,18 @@ class KeyIndex {
  public:
   KeyIndex() : slots_(16) {}
 
+  static std::uint32_t hash(std::string_view key) {
+    return static_cast<std::uint32_t>(XXH3_64bits(key.data(), key.size()));
+  }
+
   template <class KeyOf>
   Index find(std::string_view key, KeyOf key_of) const {
-    const std::uint32_t h = hash(key);
+    return find(key, hash(key), key_of);
+  }
+
+  /// `h` is hash(key).
+  template <class KeyOf>
+  Index find(std::string_view key, std::uint32_t h, KeyOf key_of) const {
     for (std::size_t i = h & mask();; i = (i + 1) & mask()) {
       const Slot& s = slots_[i];
       if (s.id == kNone) return kNone;
@@ -258,10 +298,10 @@ class KeyIndex {
     }
   }
 
-  /// `key` must not be present.
-  void insert(std::string_view key, Index id) {
+  /// The key (with hash `h`) must not be present.
+  void insert(std::uint32_t h, Index id) {
     if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.size() * 2);
-    place(Slot{id, hash(key)});
+    place(Slot{id, h});
     ++size_;
   }
 
@@ -294,9 +334,6 @@ class KeyIndex {
     Index id = kNone;
     std::uint32_t hash = 0;
   };
-  static std::uint32_t hash(std::string_view key) {
-    return static_cast<std::uint32_t>(XXH3_64bits(key.data(), key.size()));
-  }
   std::size_t mask() const { return slots_.size() - 1; }
   void place(Slot s) {
     std::size_t i = s.hash & mask();
@@ -334,13 +371,16 @@ struct SchedulerState::Impl {
   SchedulerOutbox& out;
   SchedulerCounters counters;
 
-  std::deque<Task> tasks;
+  TaskStore tasks;
+  // Forgotten ids, smallest first (a min-heap): new tasks fill the lowest free slots, so a batch
+  // gets mostly ascending, dense ids and the records stay compact in memory.
   std::vector<TaskId> free_tasks;
   KeyIndex keys;
   std::uint64_t next_seq = 0;
 
   std::vector<NameInfo> names;
   std::unordered_map<std::string, Index, StringHash, std::equal_to<>> name_index;
+  Index last_name = kNone;
 
   std::vector<Worker> workers;
   std::vector<Index> free_workers;
@@ -405,9 +445,11 @@ struct SchedulerState::Impl {
   // ---- records ----
 
   Index intern_name(std::string_view name) {
+    // Graphs come in runs of the same function.
+    if (last_name < names.size() && names[last_name].name == name) return last_name;
     auto it = name_index.find(name);
-    if (it != name_index.end()) return it->second;
-    const auto id = static_cast<Index>(names.size());
+    if (it != name_index.end()) return last_name = it->second;
+    const auto id = last_name = static_cast<Index>(names.size());
     names.push_back(NameInfo{std::string(name), 0, false});
     name_index.emplace(std::string(name), id);
     return id;
@@ -418,14 +460,15 @@ struct SchedulerState::Impl {
     return n.measured ? n.duration_s : opt.default_task_duration_s;
   }
 
-  TaskId new_task(TaskSpec& spec) {
+  /// `key_hash` is KeyIndex::hash(spec.key); the key must be new.
+  TaskId new_task(TaskSpec& spec, std::uint32_t key_hash) {
     TaskId id;
     if (!free_tasks.empty()) {
+      std::pop_heap(free_tasks.begin(), free_tasks.end(), std::greater<>{});
       id = free_tasks.back();
       free_tasks.pop_back();
     } else {
-      id = static_cast<TaskId>(tasks.size());
-      tasks.emplace_back();
+      id = tasks.emplace_back();
     }
     Task& t = tasks[id];
     t.key = std::move(spec.key);
@@ -441,7 +484,7 @@ struct SchedulerState::Impl {
     t.active_dependents = 0;
     t.state = TaskState::released;
     t.alive = true;
-    keys.insert(t.key, id);
+    keys.insert(key_hash, id);
     ++counters.transitions;
     return id;
   }
@@ -468,6 +511,7 @@ struct SchedulerState::Impl {
     t.wanted_by.release();
     t.alive = false;
     free_tasks.push_back(id);
+    std::push_heap(free_tasks.begin(), free_tasks.end(), std::greater<>{});
     ++counters.transitions;
   }
 
@@ -916,8 +960,7 @@ struct SchedulerState::Impl {
     e->kind = ErrorKind::killed_worker;
     e->type = "KilledWorker";
     const auto& names_died = died_on[id];
-    e->message = "task " + tasks[id].key + " was running on " +
-                 std::to_string(names_died.size()) +
+    e->message = "task " + tasks[id].key + " was running on " + std::to_string(names_died.size()) +
                  " workers that died while running it (allowed_failures=" +
                  std::to_string(opt.allowed_failures) + "):";
     for (const auto& n : names_died) e->message += " " + n;
@@ -993,8 +1036,9 @@ struct SchedulerState::Impl {
 
 std::optional<std::string> SchedulerState::Impl::validate() const {
   auto bad = [](const std::string& what) { return std::optional<std::string>(what); };
-  auto tk = [this](TaskId id) { return "task " + tasks[id].key + " (" +
-                                       to_string(tasks[id].state) + "): "; };
+  auto tk = [this](TaskId id) {
+    return "task " + tasks[id].key + " (" + to_string(tasks[id].state) + "): ";
+  };
   std::size_t live = 0;
   std::size_t nqueued = 0;
   std::vector<char> has_entry(tasks.size(), 0);
@@ -1005,8 +1049,7 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
   for (TaskId id = 0; id < tasks.size(); ++id) {
     const Task& t = tasks[id];
     if (!t.alive) {
-      if (!t.deps.empty() || !t.dependents.empty() || !t.holders.empty() ||
-          !t.wanted_by.empty()) {
+      if (!t.deps.empty() || !t.dependents.empty() || !t.holders.empty() || !t.wanted_by.empty()) {
         return bad("dead record " + std::to_string(id) + " has links");
       }
       if (died_on.count(id)) return bad("dead record " + std::to_string(id) + " in died_on");
@@ -1210,7 +1253,8 @@ void SchedulerState::on_submit(PeerId client, std::vector<TaskSpec> tasks) {
   auto& dep_ids = s.scratch_ids;
   for (TaskSpec& spec : tasks) {
     ++s.counters.tasks_submitted;
-    const TaskId existing = s.find_task(spec.key);
+    const std::uint32_t h = KeyIndex::hash(spec.key);
+    const TaskId existing = s.keys.find(spec.key, h, s.key_of());
     if (existing != kNone) {
       ++s.counters.tasks_deduplicated;
       s.want(c, existing);
@@ -1230,7 +1274,7 @@ void SchedulerState::on_submit(PeerId client, std::vector<TaskSpec> tasks) {
       }
       dep_ids.push_back(d);
     }
-    const TaskId id = s.new_task(spec);
+    const TaskId id = s.new_task(spec, h);
     add_link(s.wanted_by_of(), id, s.wants_of(), c);
     if (err) {
       s.set_erred(id, std::move(err));
@@ -1311,9 +1355,9 @@ void SchedulerState::on_cancel(PeerId client, std::span<const std::string> keys)
   err.kind = ErrorKind::cancelled;
   err.type = "CancelledError";
   const Index c = s.find_client(client);
-  err.message = "cancelled by client " +
-                (c != kNone && !s.clients[c].name.empty() ? s.clients[c].name
-                                                          : std::to_string(client));
+  err.message =
+      "cancelled by client " +
+      (c != kNone && !s.clients[c].name.empty() ? s.clients[c].name : std::to_string(client));
   for (const TaskId id : closure) {
     Task& t = s.tasks[id];
     KeyReport r;
@@ -1361,7 +1405,7 @@ void SchedulerState::on_worker_joined(PeerId worker, WorkerInfo info, double now
   w.heap_pos = kNone;
   w.max_tasks = std::max<std::uint32_t>(1, s.opt.max_tasks_per_worker);
   const double min_tasks = std::ceil(s.opt.worker_saturation * w.nthreads);
-  w.min_tasks = !(min_tasks >= 1) ? 1
+  w.min_tasks = !(min_tasks >= 1)          ? 1
                 : min_tasks >= w.max_tasks ? w.max_tasks
                                            : static_cast<std::uint32_t>(min_tasks);
   w.target_ns = to_ns(s.opt.queue_target_s * w.nthreads);
@@ -1375,7 +1419,9 @@ void SchedulerState::on_worker_left(PeerId worker, WorkerExit how, double /*now*
   if (wi != kNone) impl_->worker_left(wi, how);
 }
 
-void SchedulerState::on_heartbeat(PeerId worker, double now) { impl_->reporting_worker(worker, now); }
+void SchedulerState::on_heartbeat(PeerId worker, double now) {
+  impl_->reporting_worker(worker, now);
+}
 
 void SchedulerState::on_task_done(PeerId worker, std::string_view key, std::uint64_t nbytes,
                                   std::optional<std::string_view> inline_data, double duration_s,

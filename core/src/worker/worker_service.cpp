@@ -33,6 +33,7 @@ WorkerOptions worker_options(const config::Config& c, std::string scheduler_addr
   o.plugin_path = c.get_string_list("worker.plugin-path");
   o.connect_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.connect-timeout-ms"));
   o.shutdown_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.shutdown-timeout-ms"));
+  o.death_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.death-timeout-ms"));
   o.inline_threshold = static_cast<std::uint64_t>(c.get_int("comm.inline-threshold-bytes"));
   o.verify_max_depth = static_cast<std::uint32_t>(c.get_int("comm.verify-max-depth"));
   o.verify_max_tables = static_cast<std::uint32_t>(c.get_int("comm.verify-max-tables"));
@@ -498,6 +499,7 @@ struct WorkerService::Impl {
   // ---- scheduler messages ----
   void on_scheduler(std::vector<zmq::message_t>& frames) {
     if (frames.empty()) return;
+    last_heard = Clock::now();
     const wire::Batch* batch = wire::verify_batch(frames[0].data(), frames[0].size(), limits);
     if (!batch || !batch->messages()) {
       log->warn("malformed message from the scheduler dropped ({} bytes)", frames[0].size());
@@ -639,6 +641,7 @@ struct WorkerService::Impl {
     std::vector<zmq::pollitem_t> items;
     std::vector<zmq::socket_t*> peer_list;
     auto next_heartbeat = Clock::now();
+    last_heard = Clock::now();
     peers_changed = true;
     while (!stopping && !scheduler_gone) {
       if (peers_changed) {
@@ -670,6 +673,13 @@ struct WorkerService::Impl {
       }
       collect_results();
       start_fetches();
+      if (Clock::now() - last_heard > std::chrono::milliseconds(options.death_timeout_ms)) {
+        log->error("no message from the scheduler at {} for {} ms: shutting down",
+                   options.scheduler_address, options.death_timeout_ms);
+        scheduler_gone = true;
+        exit_reason = WorkerExit::scheduler_lost;
+        break;
+      }
       if (Clock::now() >= next_heartbeat) {
         send_heartbeat();
         next_heartbeat = Clock::now() + std::chrono::milliseconds(heartbeat_ms);
@@ -700,6 +710,7 @@ struct WorkerService::Impl {
   bool scheduler_gone = false;
   WorkerExit exit_reason = WorkerExit::scheduler_shutdown;
   std::uint32_t heartbeat_ms = 500;
+  Clock::time_point last_heard = Clock::now();
 
   // I/O thread state.
   wire::OutBatch sched_out;

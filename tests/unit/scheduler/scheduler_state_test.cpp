@@ -1,17 +1,15 @@
 // SchedulerState, driven event by event through a recording outbox; validate() after every step.
-#include <plexus/scheduler/scheduler_state.hpp>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <deque>
 #include <map>
 #include <optional>
 #include <ostream>
+#include <plexus/scheduler/scheduler_state.hpp>
 #include <random>
 #include <set>
 #include <string>
@@ -69,8 +67,9 @@ struct ShutdownCall {
 class RecordingOutbox : public SchedulerOutbox {
  public:
   void compute(PeerId worker, const ComputeRequest& r) override {
-    ComputeCall c{worker, std::string(r.key), std::string(r.name), std::string(r.args),
-                  r.priority, {}, {}, {}};
+    ComputeCall c{
+        worker, std::string(r.key), std::string(r.name), std::string(r.args), r.priority, {}, {},
+        {}};
     for (const DepLocation& d : r.deps) {
       c.dep_keys.emplace_back(d.key);
       c.dep_holders.emplace_back(d.holders.begin(), d.holders.end());
@@ -165,7 +164,6 @@ constexpr PeerId kC2 = 2;
 constexpr PeerId kC3 = 3;
 constexpr PeerId kW1 = 11;
 constexpr PeerId kW2 = 12;
-constexpr PeerId kW3 = 13;
 
 std::string addr(PeerId w) { return "tcp://w" + std::to_string(w); }
 std::string wname(PeerId w) { return "w" + std::to_string(w); }
@@ -641,8 +639,8 @@ TEST_F(SchedulerStateTest, MaxTasksPerWorkerIsAHardCap) {
 }
 
 TEST_F(SchedulerStateTest, QueueOrderIsPriorityThenSubmission) {
-  submit(kC1, {task("low1", {}, 0), task("low2", {}, 0), task("high", {}, 5),
-               task("mid", {}, 1), task("high2", {}, 5)});
+  submit(kC1, {task("low1", {}, 0), task("low2", {}, 0), task("high", {}, 5), task("mid", {}, 1),
+               task("high2", {}, 5)});
   worker(kW1, 1);  // two slots
   EXPECT_THAT(out.computed(), ElementsAre("high", "high2"));
   done(kW1, "high");
@@ -908,10 +906,6 @@ class RandomRun {
       absorb();
       ASSERT_EQ(state_.validate(), std::nullopt);
     }
-    if (std::getenv("PLEXUS_DEBUG")) {
-      std::fprintf(stderr, "workers=%zu queued=%zu live=%zu\n", state_.worker_count(), state_.queued_count(), live_.size());
-      for (PeerId w : live_) std::fprintf(stderr, " w%u processing=%zu model=%zu\n", w, state_.processing_on(w), running_[w].size());
-    }
     for (const auto& k : keys_) {
       auto s = state_.state_of(k);
       if (!s) continue;
@@ -928,15 +922,18 @@ class RandomRun {
   }
 
  private:
-  std::size_t pick(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+  std::size_t pick(std::size_t n) {
+    return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_);
+  }
   bool chance(double p) { return std::bernoulli_distribution(p)(rng_); }
 
   void add_worker() {
     const PeerId w = next_worker_++;
     live_.push_back(w);
     running_[w];
-    state_.on_worker_joined(w, WorkerInfo{"w" + std::to_string(w), "addr" + std::to_string(w),
-                                          static_cast<std::uint32_t>(1 + pick(3))},
+    state_.on_worker_joined(w,
+                            WorkerInfo{"w" + std::to_string(w), "addr" + std::to_string(w),
+                                       static_cast<std::uint32_t>(1 + pick(3))},
                             now_);
   }
 
@@ -1009,10 +1006,9 @@ class RandomRun {
     } else if (op < 62) {  // a task fails
       if (auto r = pick_running()) {
         running_[r->first].erase(r->second);
-        state_.on_task_failed(r->first, r->second,
-                              error(chance(0.7) ? ErrorKind::exception : ErrorKind::plugin_error,
-                                    "x"),
-                              0.001, now_);
+        state_.on_task_failed(
+            r->first, r->second,
+            error(chance(0.7) ? ErrorKind::exception : ErrorKind::plugin_error, "x"), 0.001, now_);
       }
     } else if (op < 74) {  // release
       if (!keys_.empty()) {
@@ -1158,9 +1154,9 @@ TEST(SchedulerStateCostTest, WideGraphCostPerTask) {
   EXPECT_EQ(ob.frees, static_cast<std::size_t>(kInputs));
   EXPECT_EQ(ob.reports, total - kInputs);
   EXPECT_EQ(s.validate(), std::nullopt);
-  std::printf("[ cost ] %zu tasks: %.0f ns/task (submit to release, state only)\n", total,
-              std::chrono::duration<double, std::nano>(t1 - t0).count() /
-                  static_cast<double>(total));
+  std::printf(
+      "[ cost ] %zu tasks: %.0f ns/task (submit to release, state only)\n", total,
+      std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(total));
 }
 
 }  // namespace

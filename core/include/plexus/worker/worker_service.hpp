@@ -32,6 +32,7 @@ struct WorkerOptions {
   std::vector<std::string> plugin_path;  // searched first, then the default path
   std::uint32_t connect_timeout_ms = 10000;
   std::uint32_t shutdown_timeout_ms = 10000;
+  std::uint32_t death_timeout_ms = 60000;  // exit after this long without a word from the scheduler
   std::uint64_t inline_threshold = 65536;
   std::uint32_t verify_max_depth = 64;
   std::uint32_t verify_max_tables = 1000000;
@@ -43,7 +44,12 @@ struct WorkerOptions {
 WorkerOptions worker_options(const config::Config& config, std::string scheduler_address);
 
 /// Why run() returned.
-enum class WorkerExit { stopped, scheduler_shutdown, removed };
+enum class WorkerExit {
+  stopped,             // stop() was called (a signal)
+  scheduler_shutdown,  // the scheduler said it is shutting down
+  removed,             // the scheduler removed this worker (missed heartbeats)
+  scheduler_lost,      // no word from the scheduler within death_timeout
+};
 
 class WorkerService {
  public:
