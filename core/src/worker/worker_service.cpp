@@ -119,6 +119,65 @@ struct TaskRec {
   bool freed = false;             // the scheduler no longer wants it (executing only)
 };
 
+// Everything executor threads touch. They co-own it, so that a thread still running a task
+// after a shutdown timeout never outlives the queue, the wake-up or the loaded plugin it uses.
+struct Shared {
+  explicit Shared(std::vector<std::string> plugin_path) : loader(std::move(plugin_path)) {}
+  PluginLoader loader;
+  comm::Wakeup wake;
+  std::mutex jobs_mu;
+  std::condition_variable jobs_cv;
+  std::deque<Job> jobs;          // guarded by jobs_mu
+  std::size_t executing = 0;     // guarded by jobs_mu
+  bool pool_stop = false;        // guarded by jobs_mu
+  std::mutex results_mu;
+  std::vector<JobResult> results;  // guarded by results_mu
+};
+
+void executor_loop(Shared& sh) {
+  while (true) {
+    Job job;
+    {
+      std::unique_lock lock(sh.jobs_mu);
+      sh.jobs_cv.wait(lock, [&] { return sh.pool_stop || !sh.jobs.empty(); });
+      if (sh.jobs.empty()) return;
+      job = std::move(sh.jobs.front());
+      sh.jobs.pop_front();
+      ++sh.executing;
+    }
+    JobResult out;
+    out.key = std::move(job.key);
+    auto start = Clock::now();
+    try {
+      if (job.deps.empty()) {
+        out.result = sh.loader.call(job.name, job.args);
+      } else {
+        Reader r(job.args);
+        Writer w;
+        substitute(r, w, job.deps, 0);
+        out.result = sh.loader.call(job.name, w.view());
+      }
+    } catch (const std::exception& e) {
+      out.result.ok = false;
+      out.result.error.kind = ErrorKind::bad_arguments;
+      out.result.error.type = "plexus::DecodeError";
+      out.result.error.message =
+          std::string("malformed arguments for task '") + job.name + "': " + e.what();
+    }
+    out.duration_us = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+    {
+      std::lock_guard lock(sh.results_mu);
+      sh.results.push_back(std::move(out));
+    }
+    {
+      std::lock_guard lock(sh.jobs_mu);
+      --sh.executing;
+    }
+    sh.wake.notify();
+  }
+}
+
 struct FetchState {
   std::vector<std::string> holders;
   std::size_t next = 0;           // next holder to try
@@ -132,9 +191,7 @@ struct WorkerService::Impl {
   explicit Impl(WorkerOptions o)
       : options(std::move(o)),
         log(logger("worker")),
-        loader([&] {
-          return default_plugin_path(options.plugin_path);
-        }()),
+        sh(std::make_shared<Shared>(default_plugin_path(options.plugin_path))),
         sched(comm::context(), zmq::socket_type::dealer),
         data(comm::context(), zmq::socket_type::router) {
     if (options.name.empty()) options.name = default_name();
@@ -150,51 +207,7 @@ struct WorkerService::Impl {
   // ---- executor pool ----
   void start_pool() {
     for (std::uint32_t i = 0; i < options.nthreads; ++i) {
-      pool.emplace_back([this] { executor_loop(); });
-    }
-  }
-
-  void executor_loop() {
-    while (true) {
-      Job job;
-      {
-        std::unique_lock lock(jobs_mu);
-        jobs_cv.wait(lock, [&] { return pool_stop || !jobs.empty(); });
-        if (jobs.empty()) return;
-        job = std::move(jobs.front());
-        jobs.pop_front();
-        ++executing;
-      }
-      JobResult out;
-      out.key = std::move(job.key);
-      auto start = Clock::now();
-      try {
-        if (job.deps.empty()) {
-          out.result = loader.call(job.name, job.args);
-        } else {
-          Reader r(job.args);
-          Writer w;
-          substitute(r, w, job.deps, 0);
-          out.result = loader.call(job.name, w.view());
-        }
-      } catch (const std::exception& e) {
-        out.result.ok = false;
-        out.result.error.kind = ErrorKind::bad_arguments;
-        out.result.error.type = "plexus::DecodeError";
-        out.result.error.message = std::string("malformed arguments for task '") + job.name +
-                                   "': " + e.what();
-      }
-      out.duration_us = static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
-      {
-        std::lock_guard lock(results_mu);
-        results.push_back(std::move(out));
-      }
-      {
-        std::lock_guard lock(jobs_mu);
-        --executing;
-      }
-      wake.notify();
+      pool.emplace_back([sh = sh] { executor_loop(*sh); });
     }
   }
 
@@ -221,7 +234,7 @@ struct WorkerService::Impl {
       if (idle) {
         t.join();
       } else {
-        t.detach();  // a task that does not return cannot be interrupted; do not hang on it
+        t.detach();  // a task that does not return cannot be interrupted; it co-owns `sh`
       }
     }
     if (!idle) log->warn("tasks still running after {} ms; abandoned", timeout.count());
@@ -700,12 +713,20 @@ struct WorkerService::Impl {
 
   WorkerOptions options;
   std::shared_ptr<spdlog::logger> log;
-  PluginLoader loader;
+  std::shared_ptr<Shared> sh;
+  PluginLoader& loader = sh->loader;
+  comm::Wakeup& wake = sh->wake;
+  std::mutex& jobs_mu = sh->jobs_mu;
+  std::condition_variable& jobs_cv = sh->jobs_cv;
+  std::deque<Job>& jobs = sh->jobs;
+  std::size_t& executing = sh->executing;
+  bool& pool_stop = sh->pool_stop;
+  std::mutex& results_mu = sh->results_mu;
+  std::vector<JobResult>& results = sh->results;
   zmq::socket_t sched;
   zmq::socket_t data;
   std::string bound_data;
   wire::VerifyLimits limits;
-  comm::Wakeup wake;
   std::atomic<bool> stopping{false};
   bool scheduler_gone = false;
   WorkerExit exit_reason = WorkerExit::scheduler_shutdown;
@@ -729,15 +750,7 @@ struct WorkerService::Impl {
   std::unordered_map<std::string, zmq::socket_t> peer_sockets;
   bool peers_changed = true;
 
-  // Shared with executors.
-  std::mutex jobs_mu;
-  std::condition_variable jobs_cv;
-  std::deque<Job> jobs;
-  std::size_t executing = 0;
-  bool pool_stop = false;
   std::vector<std::thread> pool;
-  std::mutex results_mu;
-  std::vector<JobResult> results;
 };
 
 WorkerService::WorkerService(WorkerOptions options)
