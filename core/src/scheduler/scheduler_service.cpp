@@ -482,7 +482,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       std::filesystem::remove(options.scheduler_file, ec);
     }
     log->info("scheduler stopped address={} received={} dropped={}", bound,
-              stats.messages_received, stats.malformed_dropped);
+              stats.messages_received.load(), stats.malformed_dropped.load());
     socket.close();
   }
 
@@ -500,7 +500,11 @@ struct SchedulerService::Impl final : SchedulerOutbox {
   std::unordered_map<PeerId, Pending> out;
   std::vector<PeerId> dirty;
   PeerId next_peer = 1;
-  ServiceStats stats;
+  struct {
+    std::atomic<std::uint64_t> messages_received{0};
+    std::atomic<std::uint64_t> malformed_dropped{0};
+    std::atomic<std::uint64_t> batches_sent{0};
+  } stats;  // written by the loop, read by stats() from any thread
 };
 
 SchedulerService::SchedulerService(ServiceOptions options)
@@ -512,6 +516,9 @@ void SchedulerService::stop() {
   impl_->stopping = true;
   impl_->wake.notify();
 }
-ServiceStats SchedulerService::stats() const { return impl_->stats; }
+ServiceStats SchedulerService::stats() const {
+  return {impl_->stats.messages_received.load(), impl_->stats.malformed_dropped.load(),
+          impl_->stats.batches_sent.load()};
+}
 
 }  // namespace plexus::sched
