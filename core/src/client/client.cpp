@@ -5,6 +5,7 @@
 #include <plexus/common/logging.hpp>
 #include <plexus/common/task_key.hpp>
 #include <plexus/config/config.hpp>
+#include <plexus/protocol/comm_options.hpp>
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
 
@@ -59,34 +60,25 @@ TaskError::TaskError(Kind kind, std::string key, std::string worker, std::string
 
 namespace {
 
+template <class E>
+std::exception_ptr make_error(const std::string& key, const ErrorInfo& e) {
+  return std::make_exception_ptr(E(static_cast<TaskError::Kind>(e.kind), key, e.worker, e.type,
+                                   e.message, e.traceback));
+}
+
+// The typed exception for a remote failure, by kind.
 std::exception_ptr make_task_error(const std::string& key, const ErrorInfo& e) {
-  using K = TaskError::Kind;
-  auto k = static_cast<K>(e.kind);
   switch (e.kind) {
-    case ErrorKind::exception:
-      return std::make_exception_ptr(TaskError(k, key, e.worker, e.type, e.message, e.traceback));
-    case ErrorKind::unknown_task:
-      return std::make_exception_ptr(
-          UnknownTaskError(k, key, e.worker, e.type, e.message, e.traceback));
-    case ErrorKind::bad_arguments:
-      return std::make_exception_ptr(
-          TypeMismatchError(k, key, e.worker, e.type, e.message, e.traceback));
-    case ErrorKind::plugin_error:
-      return std::make_exception_ptr(PluginError(k, key, e.worker, e.type, e.message, e.traceback));
-    case ErrorKind::killed_worker:
-      return std::make_exception_ptr(
-          KilledWorker(k, key, e.worker, e.type, e.message, e.traceback));
-    case ErrorKind::lost:
-      return std::make_exception_ptr(
-          DataLostError(k, key, e.worker, e.type, e.message, e.traceback));
-    case ErrorKind::cancelled:
-      return std::make_exception_ptr(
-          CancelledError(k, key, e.worker, e.type, e.message, e.traceback));
-    case ErrorKind::scheduler_error:
-      return std::make_exception_ptr(
-          SchedulerError(k, key, e.worker, e.type, e.message, e.traceback));
+    case ErrorKind::exception: return make_error<TaskError>(key, e);
+    case ErrorKind::unknown_task: return make_error<UnknownTaskError>(key, e);
+    case ErrorKind::bad_arguments: return make_error<TypeMismatchError>(key, e);
+    case ErrorKind::plugin_error: return make_error<PluginError>(key, e);
+    case ErrorKind::killed_worker: return make_error<KilledWorker>(key, e);
+    case ErrorKind::lost: return make_error<DataLostError>(key, e);
+    case ErrorKind::cancelled: return make_error<CancelledError>(key, e);
+    case ErrorKind::scheduler_error: return make_error<SchedulerError>(key, e);
   }
-  return std::make_exception_ptr(TaskError(k, key, e.worker, e.type, e.message, e.traceback));
+  return make_error<TaskError>(key, e);
 }
 
 // A task spec as queued for the I/O thread.
@@ -244,10 +236,6 @@ struct Client::Impl {
     connect_timeout = std::chrono::milliseconds(config.get_int("client.connect-timeout-ms"));
     death_timeout = std::chrono::milliseconds(config.get_int("client.death-timeout-ms"));
     core->fetch_timeout = connect_timeout;
-    limits = {static_cast<std::uint32_t>(config.get_int("comm.verify-max-depth")),
-              static_cast<std::uint32_t>(config.get_int("comm.verify-max-tables"))};
-    linger_ms = static_cast<int>(config.get_int("comm.linger-ms"));
-    max_message_bytes = config.get_int("comm.max-message-bytes");
     std::promise<void> ready;
     auto connected = ready.get_future();
     io = std::thread([this, p = std::move(ready)]() mutable { io_main(p); });
@@ -348,7 +336,7 @@ struct Client::Impl {
   void io_main(std::promise<void>& ready) {
     try {
       sched.emplace(comm::context(), zmq::socket_type::dealer);
-      comm::configure(*sched, linger_ms, max_message_bytes);
+      comm::configure(*sched, comm_opts.linger_ms, comm_opts.max_message_bytes);
       sched->connect(address);
       handshake();
       ready.set_value();
@@ -646,7 +634,7 @@ struct Client::Impl {
     auto it = peer_sockets.find(address_);
     if (it != peer_sockets.end()) return it->second;
     zmq::socket_t s(comm::context(), zmq::socket_type::dealer);
-    comm::configure(s, 0, max_message_bytes);
+    comm::configure(s, 0, comm_opts.max_message_bytes);
     s.connect(address_);
     peers_changed = true;
     return peer_sockets.emplace(address_, std::move(s)).first->second;
@@ -690,9 +678,8 @@ struct Client::Impl {
   std::chrono::milliseconds death_timeout{60000};
   std::chrono::milliseconds heartbeat{500};
   Clock::time_point last_heard = Clock::now();
-  wire::VerifyLimits limits;
-  int linger_ms = 1000;
-  std::int64_t max_message_bytes = 0;
+  const comm::CommOptions comm_opts = comm::comm_options(config);
+  const wire::VerifyLimits& limits = comm_opts.limits;
   std::thread io;
   std::atomic<bool> stopping{false};
 

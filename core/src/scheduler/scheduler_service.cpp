@@ -34,10 +34,7 @@ ServiceOptions service_options(const config::Config& c) {
   o.state.default_task_duration_s = c.get_double("scheduler.default-task-duration-ms") / 1000.0;
   o.state.bandwidth_bytes_per_s =
       static_cast<double>(c.get_int("scheduler.bandwidth-bytes-per-s"));
-  o.verify_max_depth = static_cast<std::uint32_t>(c.get_int("comm.verify-max-depth"));
-  o.verify_max_tables = static_cast<std::uint32_t>(c.get_int("comm.verify-max-tables"));
-  o.linger_ms = static_cast<int>(c.get_int("comm.linger-ms"));
-  o.max_message_bytes = c.get_int("comm.max-message-bytes");
+  o.comm = comm::comm_options(c);
   return o;
 }
 
@@ -74,7 +71,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         log(logger("scheduler")),
         socket(comm::context(), zmq::socket_type::router),
         state(options.state, *this) {
-    comm::configure(socket, options.linger_ms, options.max_message_bytes);
+    comm::configure(socket, options.comm.linger_ms, options.comm.max_message_bytes);
     socket.set(zmq::sockopt::router_mandatory, 1);
     bound = comm::bind(socket, options.address);
     if (!options.scheduler_file.empty()) write_scheduler_file();
@@ -492,7 +489,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
   SchedulerState state;
   std::string bound;
   std::string scheduler_id;
-  wire::VerifyLimits limits{options.verify_max_depth, options.verify_max_tables};
+  const wire::VerifyLimits limits = options.comm.limits;
   comm::Wakeup wake;
   std::atomic<bool> stopping{false};
   std::unordered_map<std::string, PeerId> by_routing_id;

@@ -34,11 +34,7 @@ WorkerOptions worker_options(const config::Config& c, std::string scheduler_addr
   o.connect_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.connect-timeout-ms"));
   o.shutdown_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.shutdown-timeout-ms"));
   o.death_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.death-timeout-ms"));
-  o.inline_threshold = static_cast<std::uint64_t>(c.get_int("comm.inline-threshold-bytes"));
-  o.verify_max_depth = static_cast<std::uint32_t>(c.get_int("comm.verify-max-depth"));
-  o.verify_max_tables = static_cast<std::uint32_t>(c.get_int("comm.verify-max-tables"));
-  o.linger_ms = static_cast<int>(c.get_int("comm.linger-ms"));
-  o.max_message_bytes = c.get_int("comm.max-message-bytes");
+  o.comm = comm::comm_options(c);
   return o;
 }
 
@@ -195,13 +191,12 @@ struct WorkerService::Impl {
         sched(comm::context(), zmq::socket_type::dealer),
         data(comm::context(), zmq::socket_type::router) {
     if (options.name.empty()) options.name = default_name();
-    comm::configure(sched, options.linger_ms, options.max_message_bytes);
-    comm::configure(data, options.linger_ms, options.max_message_bytes);
+    comm::configure(sched, options.comm.linger_ms, options.comm.max_message_bytes);
+    comm::configure(data, options.comm.linger_ms, options.comm.max_message_bytes);
     std::string want = options.data_address.empty()
                            ? comm::data_address_like(options.scheduler_address, "worker")
                            : options.data_address;
     bound_data = comm::bind(data, want);
-    limits = {options.verify_max_depth, options.verify_max_tables};
   }
 
   // ---- executor pool ----
@@ -261,7 +256,7 @@ struct WorkerService::Impl {
 
   void report_done(const std::string& key, const Value& v, std::uint64_t duration_us) {
     auto& b = sched_out;
-    bool small = v->size() <= options.inline_threshold;
+    bool small = v->size() <= options.comm.inline_threshold;
     auto k = b.str(key);
     fb::Offset<fb::Vector<std::uint8_t>> d;
     if (small) d = b.bytes(*v);
@@ -373,7 +368,7 @@ struct WorkerService::Impl {
     auto it = peer_sockets.find(address);
     if (it != peer_sockets.end()) return it->second;
     zmq::socket_t s(comm::context(), zmq::socket_type::dealer);
-    comm::configure(s, 0, options.max_message_bytes);
+    comm::configure(s, 0, options.comm.max_message_bytes);
     s.connect(address);
     peers_changed = true;
     return peer_sockets.emplace(address, std::move(s)).first->second;
@@ -726,7 +721,7 @@ struct WorkerService::Impl {
   zmq::socket_t sched;
   zmq::socket_t data;
   std::string bound_data;
-  wire::VerifyLimits limits;
+  const wire::VerifyLimits& limits = options.comm.limits;
   std::atomic<bool> stopping{false};
   bool scheduler_gone = false;
   WorkerExit exit_reason = WorkerExit::scheduler_shutdown;

@@ -12,6 +12,7 @@
 // stats() may be called from any thread.
 #pragma once
 
+#include <plexus/protocol/comm_options.hpp>
 #include <plexus/scheduler/scheduler_state.hpp>
 
 #include <atomic>
@@ -30,10 +31,7 @@ struct ServiceOptions {
   std::string scheduler_file;  // when set, the bound address is written there
   SchedulerOptions state;
   std::uint32_t heartbeat_interval_ms = 500;
-  std::uint32_t verify_max_depth = 64;
-  std::uint32_t verify_max_tables = 1000000;
-  int linger_ms = 1000;
-  std::int64_t max_message_bytes = 4294967296;
+  comm::CommOptions comm;
 };
 
 /// Reads [scheduler] and [comm] from a config.

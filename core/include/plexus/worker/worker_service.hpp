@@ -13,6 +13,8 @@
 // Thread safety: run() on one thread; stop(), data_address() and name() from any thread.
 #pragma once
 
+#include <plexus/protocol/comm_options.hpp>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,11 +35,7 @@ struct WorkerOptions {
   std::uint32_t connect_timeout_ms = 10000;
   std::uint32_t shutdown_timeout_ms = 10000;
   std::uint32_t death_timeout_ms = 60000;  // exit after this long without a word from the scheduler
-  std::uint64_t inline_threshold = 65536;
-  std::uint32_t verify_max_depth = 64;
-  std::uint32_t verify_max_tables = 1000000;
-  int linger_ms = 1000;
-  std::int64_t max_message_bytes = 4294967296;
+  comm::CommOptions comm;
 };
 
 /// Reads [worker] and [comm] from a config; `scheduler_address` as given.
