@@ -1,0 +1,207 @@
+// The client API end to end, over every transport: tcp and ipc against real daemon processes,
+// inproc against a LocalCluster of threads in this process.
+#include "support/process_cluster.hpp"
+#include "support/subprocess.hpp"
+
+#include <plexus/client.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace plexus::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+constexpr const char* kHexKey = "-[0-9a-f]{32}$";
+constexpr const char* kUuidKey = "-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$";
+
+bool key_matches(const std::string& key, const std::string& task, const char* tail) {
+  std::string escaped;
+  for (char c : task) {
+    if (c == '.') escaped += '\\';
+    escaped += c;
+  }
+  return std::regex_search(key, std::regex("^" + escaped + tail));
+}
+
+// One cluster per test on the transport named by the parameter, with two workers of two
+// threads each, and a client connected to it.
+class ClientApiTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string& transport = GetParam();
+    if (transport == "inproc") {
+      client_ = std::make_unique<Client>(LocalClusterOptions{
+          .n_workers = 2, .threads_per_worker = 2, .transport = "inproc", .processes = false});
+    } else {
+      cluster_ = std::make_unique<ProcessCluster>(
+          ProcessClusterOptions{.transport = transport, .n_workers = 2, .nthreads = 2});
+      client_ = std::make_unique<Client>(cluster_->address());
+    }
+  }
+
+  void TearDown() override {
+    second_.reset();
+    if (client_) client_->close();
+    client_.reset();
+    if (cluster_) {
+      auto pids = cluster_->pids();
+      cluster_->stop();
+      for (int pid : pids) EXPECT_FALSE(process_exists(pid)) << "daemon " << pid << " left";
+      cluster_.reset();
+    }
+  }
+
+  Client& client() { return *client_; }
+  /// A second client on the same cluster.
+  Client& second() {
+    if (!second_) second_ = std::make_unique<Client>(client_->scheduler_address());
+    return *second_;
+  }
+
+  TempDir tmp_;
+  std::unique_ptr<ProcessCluster> cluster_;
+  std::unique_ptr<Client> client_;
+  std::unique_ptr<Client> second_;
+};
+
+TEST_P(ClientApiTest, SubmitAndResult) {
+  auto f = client().submit<std::int64_t>("math.square", std::int64_t{7});
+  EXPECT_EQ(f.result(10s), 49);
+  EXPECT_EQ(client().submit<std::string>("testing.echo", std::string("ann")).result(10s), "ann");
+}
+
+TEST_P(ClientApiTest, ResultTimeoutThrowsAndFutureStaysUsable) {
+  auto f = client().submit<std::int64_t>("testing.sleep_ms", std::int64_t{2000});
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(f.result(50ms), TimeoutError);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+  EXPECT_EQ(f.status(), FutureStatus::pending);
+  EXPECT_FALSE(f.done());
+}
+
+TEST_P(ClientApiTest, DoneStatusAndKey) {
+  auto f = client().submit<std::int64_t>("math.inc", std::int64_t{41});
+  EXPECT_TRUE(key_matches(f.key(), "math.inc", kHexKey)) << f.key();
+  EXPECT_EQ(f.result(10s), 42);
+  EXPECT_TRUE(f.done());
+  EXPECT_EQ(f.status(), FutureStatus::finished);
+
+  auto bad = client().submit<std::int64_t>("testing.fail", std::string("nope"));
+  EXPECT_TRUE(bad.wait(10s));
+  EXPECT_TRUE(bad.done());
+  EXPECT_EQ(bad.status(), FutureStatus::error);
+  EXPECT_NE(bad.exception(), nullptr);
+}
+
+TEST_P(ClientApiTest, MapAndGatherKeepOrder) {
+  std::vector<std::int64_t> xs(50);
+  std::iota(xs.begin(), xs.end(), std::int64_t{0});
+  auto futures = client().map<std::int64_t>("math.inc", xs);
+  ASSERT_EQ(futures.size(), xs.size());
+  auto values = client().gather(futures);
+  for (std::size_t i = 0; i < xs.size(); ++i) EXPECT_EQ(values[i], xs[i] + 1) << i;
+}
+
+TEST_P(ClientApiTest, FutureAsArgument) {
+  auto x = client().submit<std::int64_t>("math.inc", std::int64_t{10});
+  auto y = client().submit<std::int64_t>("math.inc", x);
+  auto z = client().submit<std::int64_t>("math.mul", x, y);
+  EXPECT_EQ(y.result(10s), 12);
+  EXPECT_EQ(z.result(10s), 11 * 12);
+}
+
+TEST_P(ClientApiTest, VectorOfFuturesAsArgument) {
+  std::vector<std::int64_t> xs{1, 2, 3, 4, 5};
+  auto squares = client().map<std::int64_t>("math.square", xs);
+  auto total = client().submit<std::int64_t>("math.sum", squares);
+  EXPECT_EQ(total.result(10s), 1 + 4 + 9 + 16 + 25);
+}
+
+TEST_P(ClientApiTest, EqualCallsGiveEqualKeysAcrossClients) {
+  auto a = client().submit<std::int64_t>("math.add_int", std::int64_t{2}, std::int64_t{3});
+  auto b = second().submit<std::int64_t>("math.add_int", std::int64_t{2}, std::int64_t{3});
+  auto c = second().submit<std::int64_t>("math.add_int", std::int64_t{3}, std::int64_t{2});
+  EXPECT_TRUE(key_matches(a.key(), "math.add_int", kHexKey)) << a.key();
+  EXPECT_EQ(a.key(), b.key());
+  EXPECT_NE(a.key(), c.key());
+  EXPECT_EQ(a.result(10s), 5);
+  EXPECT_EQ(b.result(10s), 5);
+}
+
+TEST_P(ClientApiTest, PureTaskRunsOnceForTwoClients) {
+  const std::string path = tmp_.file("runs.txt");
+  auto a = client().submit<std::string>("testing.append_line", path, std::string("x"));
+  auto b = second().submit<std::string>("testing.append_line", path, std::string("x"));
+  ASSERT_EQ(a.key(), b.key());
+  EXPECT_EQ(a.result(10s), "x");
+  EXPECT_EQ(b.result(10s), "x");
+  EXPECT_EQ(count_lines(path), 1u) << read_file(path);
+}
+
+TEST_P(ClientApiTest, ImpureTaskGetsUuidKeyAndRunsAgain) {
+  const std::string path = tmp_.file("runs.txt");
+  const SubmitOptions impure{.pure = false};
+  auto a = client().submit<std::string>(impure, "testing.append_line", path, std::string("x"));
+  auto b = client().submit<std::string>(impure, "testing.append_line", path, std::string("x"));
+  EXPECT_TRUE(key_matches(a.key(), "testing.append_line", kUuidKey)) << a.key();
+  EXPECT_TRUE(key_matches(b.key(), "testing.append_line", kUuidKey)) << b.key();
+  EXPECT_NE(a.key(), b.key());
+  EXPECT_EQ(a.result(10s), "x");
+  EXPECT_EQ(b.result(10s), "x");
+  EXPECT_EQ(count_lines(path), 2u) << read_file(path);
+}
+
+TEST_P(ClientApiTest, LargeResultIsFetchedFromTheWorker) {
+  constexpr std::int64_t kSize = 20'000'000;  // far above comm.inline-threshold-bytes (64 KiB)
+  std::uint64_t expected = 0;
+  for (std::int64_t i = 0; i < kSize; ++i) expected += static_cast<std::uint64_t>(i % 251);
+
+  auto big = client().submit<Bytes>("testing.bytes", kSize);
+  auto remote_sum = client().submit<std::uint64_t>("testing.checksum", big);
+  EXPECT_EQ(remote_sum.result(30s), expected);
+
+  Bytes local = big.result(30s);
+  ASSERT_EQ(local.size(), static_cast<std::size_t>(kSize));
+  std::uint64_t sum = 0;
+  for (std::byte b : local) sum += std::to_integer<std::uint64_t>(b);
+  EXPECT_EQ(sum, expected);
+}
+
+TEST_P(ClientApiTest, ManyProducersOneConsumerAcrossWorkers) {
+  // Sleeping producers keep both workers busy, so the inputs of the consumer end up on both
+  // and at least some must move worker to worker.
+  std::vector<std::int64_t> ms(16);
+  std::iota(ms.begin(), ms.end(), std::int64_t{20});
+  auto producers = client().map<std::int64_t>("testing.sleep_ms", ms);
+  auto total = client().submit<std::int64_t>("math.sum", producers);
+  EXPECT_EQ(total.result(30s), std::accumulate(ms.begin(), ms.end(), std::int64_t{0}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),
+                         [](const auto& param_info) { return param_info.param; });
+
+TEST(LocalClusterProcessesTest, TcpChildProcesses) {
+  Client client(LocalClusterOptions{
+      .n_workers = 2, .threads_per_worker = 1, .transport = "tcp", .processes = true});
+  EXPECT_THAT(client.scheduler_address(), ::testing::StartsWith("tcp://"));
+  auto x = client.submit<std::int64_t>("math.inc", std::int64_t{1});
+  auto y = client.submit<std::int64_t>("math.square", x);
+  EXPECT_EQ(y.result(10s), 4);
+  EXPECT_FALSE(child_pids().empty());
+  client.close();
+  EXPECT_THAT(child_pids(), ::testing::IsEmpty());
+}
+
+}  // namespace
+}  // namespace plexus::testing
