@@ -9,4 +9,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   g++ cmake make pkg-config ca-certificates \
   libzmq3-dev cppzmq-dev libflatbuffers-dev flatbuffers-compiler \
   libboost-dev libboost-filesystem-dev libtomlplusplus-dev libspdlog-dev libcli11-dev \
-  libxxhash-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev >/dev/null
+  libxxhash-dev nlohmann-json3-dev robin-map-dev libgtest-dev libgmock-dev libbenchmark-dev >/dev/null

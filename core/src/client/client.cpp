@@ -9,6 +9,7 @@
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
 
+#include <tsl/robin_map.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,11 +91,11 @@ struct PendingTask {
 };
 
 struct Command {
-  enum class Type { submit, release, fetch, cancel } type;
+  enum class Type { submit, fetch, cancel } type;
   std::vector<PendingTask> tasks;  // submit
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
-  std::string key;                 // release, fetch, cancel
+  std::string key;                 // fetch, cancel
   std::vector<std::string> holders;  // fetch
 };
 
@@ -105,21 +106,42 @@ struct ClientCore {
   // Guards every FutureState's mutable fields and `futures`.
   std::mutex mu;
   std::condition_variable cv;
-  std::unordered_map<std::string, std::weak_ptr<detail::FutureState>> futures;
+  // One entry per key with a live future, or whose release the I/O thread has not sent yet.
+  struct Entry {
+    std::weak_ptr<detail::FutureState> state;
+    // FutureStates created for this key minus releases processed: the scheduler is told to
+    // release the key only when this reaches zero, so a future re-created for a key while the
+    // old one's release is still queued keeps the key alive.
+    std::uint32_t refs = 0;
+  };
+  tsl::robin_map<std::string, Entry> futures;  // open addressing: one probe per lookup, mostly
   bool closed = false;
   std::string closed_reason;
 
   std::mutex cmd_mu;
-  std::vector<Command> commands;
+  std::vector<Command> commands;    // guarded by cmd_mu
+  std::vector<std::string> released;  // keys of destroyed FutureStates; guarded by cmd_mu
   comm::Wakeup wake;
   std::chrono::milliseconds fetch_timeout{10000};
 
   void push(Command c) {
+    bool was_empty;
     {
       std::lock_guard lock(cmd_mu);
+      was_empty = commands.empty() && released.empty();
       commands.push_back(std::move(c));
     }
-    wake.notify();
+    // The I/O thread takes the whole queue at once: only the first entry needs a wake-up.
+    if (was_empty) wake.notify();
+  }
+  void push_release(const std::string& key) {
+    bool was_empty;
+    {
+      std::lock_guard lock(cmd_mu);
+      was_empty = commands.empty() && released.empty();
+      released.push_back(key);
+    }
+    if (was_empty) wake.notify();
   }
 };
 
@@ -130,8 +152,7 @@ class FutureState {
   FutureState(std::string k, std::shared_ptr<ClientCore> c) : key(std::move(k)), core(std::move(c)) {}
   ~FutureState() {
     // Never lock core->mu here: the last reference may drop while it is held.
-    Command c{Command::Type::release, {}, 0, 0, key, {}};
-    core->push(std::move(c));
+    core->push_release(key);
   }
 
   const std::string key;
@@ -273,8 +294,8 @@ struct Client::Impl {
   void fail_pending_locked(const std::string& reason) {
     core->closed = true;
     core->closed_reason = reason;
-    for (auto& [k, w] : core->futures) {
-      if (auto s = w.lock()) {
+    for (auto& [k, entry] : core->futures) {
+      if (auto s = entry.state.lock()) {
         if (s->status == FutureStatus::pending ||
             (s->status == FutureStatus::finished && !s->value)) {
           s->status = FutureStatus::error;
@@ -312,11 +333,12 @@ struct Client::Impl {
       std::lock_guard lock(core->mu);
       if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
       for (std::size_t i = 0; i < calls.size(); ++i) {
-        auto& slot = core->futures[keys[i]];
-        auto s = slot.lock();
+        auto& entry = core->futures[keys[i]];
+        auto s = entry.state.lock();
         if (!s) {
           s = std::make_shared<detail::FutureState>(keys[i], core);
-          slot = s;
+          entry.state = s;
+          ++entry.refs;  // robin_map: `entry` is a reference into the slot
           auto& c = calls[i];
           std::sort(c.refs.begin(), c.refs.end());
           c.refs.erase(std::unique(c.refs.begin(), c.refs.end()), c.refs.end());
@@ -446,12 +468,17 @@ struct Client::Impl {
     {
       std::lock_guard lock(core->cmd_mu);
       cmds.swap(core->commands);
+      released.swap(core->released);
+    }
+    if (!released.empty()) {
+      std::lock_guard lock(core->mu);
+      for (const auto& key : released) release(key);
+      released.clear();
     }
     for (auto& c : cmds) {
       switch (c.type) {
         case Command::Type::submit: {
           for (auto& t : c.tasks) {
-            ++refs[t.key];
             auto k = out.str(t.key);
             auto n = out.str(t.name);
             auto a = out.bytes(t.args);
@@ -467,17 +494,6 @@ struct Client::Impl {
           }
           break;
         }
-        case Command::Type::release: {
-          auto it = refs.find(c.key);
-          if (it != refs.end() && --it->second == 0) {
-            refs.erase(it);
-            releases.push_back(out.str(c.key));
-            std::lock_guard lock(core->mu);
-            auto f = core->futures.find(c.key);
-            if (f != core->futures.end() && f->second.expired()) core->futures.erase(f);
-          }
-          break;
-        }
         case Command::Type::cancel:
           cancels.push_back(out.str(c.key));
           break;
@@ -485,6 +501,15 @@ struct Client::Impl {
           start_fetch(c.key, std::move(c.holders), 0);
           break;
       }
+    }
+  }
+
+  // One FutureState for `key` is gone; caller holds core->mu.
+  void release(const std::string& key) {
+    auto it = core->futures.find(key);
+    if (it != core->futures.end() && --it.value().refs == 0) {
+      core->futures.erase(it);
+      releases.push_back(out.str(key));
     }
   }
 
@@ -544,14 +569,17 @@ struct Client::Impl {
   void on_report(const wire::KeyReport& r) {
     auto it = core->futures.find(std::string(wire::view(r.key())));
     if (it == core->futures.end()) return;
-    auto s = it->second.lock();
+    auto s = it->second.state.lock();
     if (!s) return;
     switch (r.status()) {
       case wire::KeyStatus::memory:
         s->status = FutureStatus::finished;
         s->nbytes = r.nbytes();
-        s->holders = wire::strings(r.holders());
-        if (r.inline_data()) s->value = std::make_shared<const std::string>(wire::view(r.data()));
+        if (r.inline_data()) {
+          s->value = std::make_shared<const std::string>(wire::view(r.data()));
+        } else {
+          s->holders = wire::strings(r.holders());  // where to fetch it from
+        }
         break;
       case wire::KeyStatus::erred:
         s->status = FutureStatus::error;
@@ -603,7 +631,7 @@ struct Client::Impl {
     std::lock_guard lock(core->mu);
     auto it = core->futures.find(key);
     if (it == core->futures.end()) return;
-    if (auto s = it->second.lock()) {
+    if (auto s = it->second.state.lock()) {
       s->status = FutureStatus::lost;
       s->error = ErrorInfo{ErrorKind::lost, "plexus::DataLostError",
                            "the result could not be fetched from any worker holding it (" +
@@ -657,7 +685,7 @@ struct Client::Impl {
         std::lock_guard lock(core->mu);
         auto fit = core->futures.find(key);
         if (fit != core->futures.end()) {
-          if (auto s = fit->second.lock()) {
+          if (auto s = fit->second.state.lock()) {
             s->value = std::move(v);
             dropped.push_back(std::move(s));
           }
@@ -689,8 +717,8 @@ struct Client::Impl {
   wire::OutBatch out;
   std::vector<fb::Offset<wire::TaskSpec>> specs;
   std::vector<fb::Offset<fb::String>> releases;
+  std::vector<std::string> released;  // swapped with core->released each turn
   std::vector<fb::Offset<fb::String>> cancels;
-  std::unordered_map<std::string, std::uint32_t> refs;  // live FutureStates per key
   std::unordered_map<std::uint64_t, std::pair<std::string, Fetch>> fetches;
   std::uint64_t next_request = 1;
   std::unordered_map<std::string, zmq::socket_t> peer_sockets;

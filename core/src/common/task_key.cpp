@@ -3,6 +3,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <pthread.h>
+
+#include <atomic>
+
 #include <cstdint>
 #include <memory>
 #include <new>
@@ -26,26 +30,34 @@ struct XxhStateDeleter {
   void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
 };
 
+// Counts forks (in the child), so generators notice a fork without a getpid() syscall per key.
+std::atomic<std::uint64_t> g_fork_generation{0};
+void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
 // A per-thread generator, reseeded when the process has forked since it was seeded: a child
 // must not repeat its parent's sequence (and so its parent's keys).
 class ThreadRandom {
  public:
   std::uint64_t next() {
-    if (pid_ != ::getpid()) seed();
+    if (!seeded_ || generation_ != g_fork_generation.load(std::memory_order_relaxed)) seed();
     return engine_();
   }
 
  private:
   void seed() {
+    static const bool registered = (::pthread_atfork(nullptr, nullptr, &on_fork_child), true);
+    (void)registered;
+    generation_ = g_fork_generation.load(std::memory_order_relaxed);
     std::random_device device;
     std::seed_seq seq{device(), device(), device(), device(),
                       device(), device(), device(), device()};
     engine_.seed(seq);
-    pid_ = ::getpid();
+    seeded_ = true;
   }
 
   std::mt19937_64 engine_;
-  pid_t pid_ = -1;
+  std::uint64_t generation_ = 0;
+  bool seeded_ = false;
 };
 
 }  // namespace
@@ -53,7 +65,8 @@ class ThreadRandom {
 std::string task_key(std::string_view task_name, std::string_view encoded_args) {
   // Streamed, so that large arguments are not copied: the digest equals XXH3-128 over
   // name + '\0' + args. The '\0' keeps ("ab", "c...") apart from ("a", "bc...").
-  std::unique_ptr<XXH3_state_t, XxhStateDeleter> state(XXH3_createState());
+  // One hashing state per thread: XXH3_createState() allocates, and keys are made per task.
+  thread_local std::unique_ptr<XXH3_state_t, XxhStateDeleter> state(XXH3_createState());
   if (!state) throw std::bad_alloc();
   const unsigned char separator = 0;
   XXH3_128bits_reset(state.get());

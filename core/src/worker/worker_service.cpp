@@ -162,15 +162,18 @@ void executor_loop(Shared& sh) {
     }
     out.duration_us = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+    bool was_empty;
     {
       std::lock_guard lock(sh.results_mu);
+      was_empty = sh.results.empty();
       sh.results.push_back(std::move(out));
     }
     {
       std::lock_guard lock(sh.jobs_mu);
       --sh.executing;
     }
-    sh.wake.notify();
+    // The I/O thread takes all results at once: only the first one needs a wake-up.
+    if (was_empty) sh.wake.notify();
   }
 }
 
@@ -306,18 +309,30 @@ struct WorkerService::Impl {
     if (ready) enqueue(key, slot);
   }
 
+  // Stages a ready task; dispatch_jobs() hands the turn's jobs to the executors in one go.
   void enqueue(const std::string& key, TaskRec& rec) {
     Job job;
     job.key = key;
-    job.name = rec.name;
-    job.args = rec.args;
+    job.name = std::move(rec.name);  // the record keeps only what bookkeeping needs
+    job.args = std::move(rec.args);
     for (const auto& d : rec.deps) job.deps.emplace(d, store.at(d));
     rec.phase = TaskPhase::queued;
+    staged_jobs.push_back(std::move(job));
+  }
+
+  void dispatch_jobs() {
+    if (staged_jobs.empty()) return;
+    std::size_t n = staged_jobs.size();
     {
       std::lock_guard lock(jobs_mu);
-      jobs.push_back(std::move(job));
+      for (auto& j : staged_jobs) jobs.push_back(std::move(j));
     }
-    jobs_cv.notify_one();
+    staged_jobs.clear();
+    if (n == 1) {
+      jobs_cv.notify_one();
+    } else {
+      jobs_cv.notify_all();
+    }
   }
 
   void on_free(const std::string& key) {
@@ -325,6 +340,13 @@ struct WorkerService::Impl {
     auto it = tasks.find(key);
     if (it == tasks.end()) return;
     if (it->second.phase == TaskPhase::queued) {
+      for (auto j = staged_jobs.begin(); j != staged_jobs.end(); ++j) {
+        if (j->key == key) {
+          staged_jobs.erase(j);
+          tasks.erase(it);
+          return;
+        }
+      }
       std::lock_guard lock(jobs_mu);
       for (auto j = jobs.begin(); j != jobs.end(); ++j) {
         if (j->key == key) {
@@ -607,6 +629,8 @@ struct WorkerService::Impl {
   // Graceful departure: hand back what has not started, let running tasks finish and report.
   void depart() {
     std::vector<std::string> handed_back;
+    for (auto& j : staged_jobs) handed_back.push_back(j.key);
+    staged_jobs.clear();
     {
       std::lock_guard lock(jobs_mu);
       for (auto& j : jobs) handed_back.push_back(j.key);
@@ -680,6 +704,7 @@ struct WorkerService::Impl {
         while (comm::recv_multipart(*peer_list[p], frames, true)) on_data_reply(frames);
       }
       collect_results();
+      dispatch_jobs();
       start_fetches();
       if (Clock::now() - last_heard > std::chrono::milliseconds(options.death_timeout_ms)) {
         log->error("no message from the scheduler at {} for {} ms: shutting down",
@@ -746,6 +771,7 @@ struct WorkerService::Impl {
   bool peers_changed = true;
 
   std::vector<std::thread> pool;
+  std::vector<Job> staged_jobs;  // ready this turn, not yet handed to the executors
 };
 
 WorkerService::WorkerService(WorkerOptions options)
