@@ -8,6 +8,7 @@
 #include <plexus/protocol/wire.hpp>
 #include <plexus/worker/plugin_loader.hpp>
 
+#include <tsl/robin_map.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -336,7 +337,7 @@ struct WorkerService::Impl {
   }
 
   void on_free(const std::string& key) {
-    store.erase(key);
+    forget_value(key);
     auto it = tasks.find(key);
     if (it == tasks.end()) return;
     if (it->second.phase == TaskPhase::queued) {
@@ -355,13 +356,29 @@ struct WorkerService::Impl {
           return;
         }
       }
-      it->second.phase = TaskPhase::executing;  // already picked up by an executor
+      it.value().phase = TaskPhase::executing;  // already picked up by an executor
     }
     if (it->second.phase == TaskPhase::executing) {
-      it->second.freed = true;
+      it.value().freed = true;
     } else {
       tasks.erase(it);  // fetching: its fetches complete into the store and are freed later
     }
+  }
+
+  // Every change to `store` goes through these two, which keep store_bytes exact.
+  void keep_value(const std::string& key, Value v) {
+    auto [it, inserted] = store.try_emplace(key, v);
+    if (!inserted) {
+      store_bytes -= it->second->size();
+      it.value() = v;
+    }
+    store_bytes += v->size();
+  }
+  void forget_value(const std::string& key) {
+    auto it = store.find(key);
+    if (it == store.end()) return;
+    store_bytes -= it->second->size();
+    store.erase(it);
   }
 
   void collect_results() {
@@ -377,7 +394,7 @@ struct WorkerService::Impl {
       if (freed) continue;
       if (r.result.ok) {
         auto v = std::make_shared<const std::string>(std::move(r.result.value));
-        store[r.key] = v;
+        keep_value(r.key, v);
         report_done(r.key, v, r.duration_us);
       } else {
         report_failed(r.key, std::move(r.result.error), r.duration_us);
@@ -479,11 +496,11 @@ struct WorkerService::Impl {
     if (f == fetches.end()) return;
     std::vector<std::string> waiting = std::move(f->second.waiting_tasks);
     fetches.erase(f);
-    store[dk] = std::move(v);
+    keep_value(dk, std::move(v));
     for (const auto& tk : waiting) {
       auto t = tasks.find(tk);
       if (t == tasks.end() || t->second.phase != TaskPhase::fetching) continue;
-      if (--t->second.missing == 0) enqueue(tk, t->second);
+      if (--t.value().missing == 0) enqueue(tk, t.value());
     }
   }
 
@@ -621,8 +638,7 @@ struct WorkerService::Impl {
       ready_n = static_cast<std::uint32_t>(jobs.size());
       exec_n = static_cast<std::uint32_t>(executing);
     }
-    std::uint64_t bytes = 0;
-    for (const auto& [k, v] : store) bytes += v->size();
+    std::uint64_t bytes = store_bytes;
     sched_out.add(wire::CreateHeartbeat(sched_out.fbb(), exec_n, ready_n, bytes));
   }
 
@@ -757,8 +773,11 @@ struct WorkerService::Impl {
   wire::OutBatch sched_out;
   std::vector<fb::Offset<wire::TaskDone>> done_msgs;
   std::vector<fb::Offset<wire::TaskFailed>> failed_msgs;
-  std::unordered_map<std::string, Value> store;
-  std::unordered_map<std::string, TaskRec> tasks;
+  // Open addressing (robin_map): one probe per lookup, mostly. Values move on rehash, so no
+  // reference into these maps is kept across an insertion.
+  tsl::robin_map<std::string, Value> store;
+  tsl::robin_map<std::string, TaskRec> tasks;
+  std::uint64_t store_bytes = 0;  // sum of the sizes in `store`
   std::unordered_map<std::string, FetchState> fetches;
   std::unordered_set<std::string> to_fetch;
   struct Request {
