@@ -2,6 +2,7 @@
 
 #include <plexus/abi.h>
 #include <plexus/client/local_cluster.hpp>
+#include <plexus/common/key_map.hpp>
 #include <plexus/common/logging.hpp>
 #include <plexus/common/task_key.hpp>
 #include <plexus/config/config.hpp>
@@ -9,7 +10,6 @@
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
 
-#include <tsl/robin_map.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -84,7 +84,7 @@ std::exception_ptr make_task_error(const std::string& key, const ErrorInfo& e) {
 
 // A task spec as queued for the I/O thread.
 struct PendingTask {
-  std::string key;
+  std::shared_ptr<detail::FutureState> state;  // its key; held until the task is sent
   std::string name;
   std::string args;
   std::vector<std::string> deps;
@@ -114,7 +114,7 @@ struct ClientCore {
     // old one's release is still queued keeps the key alive.
     std::uint32_t refs = 0;
   };
-  tsl::robin_map<std::string, Entry> futures;  // open addressing: one probe per lookup, mostly
+  KeyMap<Entry> futures;
   bool closed = false;
   std::string closed_reason;
 
@@ -336,13 +336,13 @@ struct Client::Impl {
         auto& entry = core->futures[keys[i]];
         auto s = entry.state.lock();
         if (!s) {
-          s = std::make_shared<detail::FutureState>(keys[i], core);
+          s = std::make_shared<detail::FutureState>(std::move(keys[i]), core);
           entry.state = s;
           ++entry.refs;  // robin_map: `entry` is a reference into the slot
           auto& c = calls[i];
           std::sort(c.refs.begin(), c.refs.end());
           c.refs.erase(std::unique(c.refs.begin(), c.refs.end()), c.refs.end());
-          fresh.push_back({keys[i], std::move(c.name), std::move(c.args), std::move(c.refs)});
+          fresh.push_back({s, std::move(c.name), std::move(c.args), std::move(c.refs)});
         }
         result.push_back(std::move(s));
       }
@@ -479,7 +479,7 @@ struct Client::Impl {
       switch (c.type) {
         case Command::Type::submit: {
           for (auto& t : c.tasks) {
-            auto k = out.str(t.key);
+            auto k = out.str(t.state->key);
             auto n = out.str(t.name);
             auto a = out.bytes(t.args);
             fb::Offset<fb::Vector<fb::Offset<fb::String>>> d;
@@ -567,7 +567,7 @@ struct Client::Impl {
 
   // Caller holds core->mu.
   void on_report(const wire::KeyReport& r) {
-    auto it = core->futures.find(std::string(wire::view(r.key())));
+    auto it = core->futures.find(wire::view(r.key()));
     if (it == core->futures.end()) return;
     auto s = it->second.state.lock();
     if (!s) return;

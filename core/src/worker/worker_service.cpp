@@ -2,13 +2,13 @@
 
 #include <plexus/abi.h>
 #include <plexus/codec.hpp>
+#include <plexus/common/key_map.hpp>
 #include <plexus/common/logging.hpp>
 #include <plexus/config/config.hpp>
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
 #include <plexus/worker/plugin_loader.hpp>
 
-#include <tsl/robin_map.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -336,7 +336,7 @@ struct WorkerService::Impl {
     }
   }
 
-  void on_free(const std::string& key) {
+  void on_free(std::string_view key) {
     forget_value(key);
     auto it = tasks.find(key);
     if (it == tasks.end()) return;
@@ -374,7 +374,7 @@ struct WorkerService::Impl {
     }
     store_bytes += v->size();
   }
-  void forget_value(const std::string& key) {
+  void forget_value(std::string_view key) {
     auto it = store.find(key);
     if (it == store.end()) return;
     store_bytes -= it->second->size();
@@ -520,7 +520,7 @@ struct WorkerService::Impl {
       std::vector<Value> values;
       if (req->keys()) {
         for (const auto* k : *req->keys()) {
-          auto it = store.find(std::string(wire::view(k)));
+          auto it = store.find(wire::view(k));
           if (it == store.end()) {
             missing.push_back(b.str(wire::view(k)));
           } else {
@@ -563,7 +563,9 @@ struct WorkerService::Impl {
           }
           break;
         case wire::Msg::FreeKeys:
-          for (const auto& k : wire::strings(env->msg_as_FreeKeys()->keys())) on_free(k);
+          if (const auto* keys = env->msg_as_FreeKeys()->keys()) {
+            for (const auto* k : *keys) on_free(wire::view(k));
+          }
           break;
         case wire::Msg::Shutdown:
           log->info("shutdown requested by the scheduler: {}",
@@ -773,10 +775,8 @@ struct WorkerService::Impl {
   wire::OutBatch sched_out;
   std::vector<fb::Offset<wire::TaskDone>> done_msgs;
   std::vector<fb::Offset<wire::TaskFailed>> failed_msgs;
-  // Open addressing (robin_map): one probe per lookup, mostly. Values move on rehash, so no
-  // reference into these maps is kept across an insertion.
-  tsl::robin_map<std::string, Value> store;
-  tsl::robin_map<std::string, TaskRec> tasks;
+  KeyMap<Value> store;
+  KeyMap<TaskRec> tasks;
   std::uint64_t store_bytes = 0;  // sum of the sizes in `store`
   std::unordered_map<std::string, FetchState> fetches;
   std::unordered_set<std::string> to_fetch;
