@@ -157,13 +157,18 @@ class FutureState {
 
   const std::string key;
   const std::shared_ptr<ClientCore> core;
-  // Guarded by core->mu.
+  // Guarded by core->mu. Rarely needed parts live out of line to keep a future small.
   FutureStatus status = FutureStatus::pending;
-  std::shared_ptr<const std::string> value;
-  std::vector<std::string> holders;
-  std::uint64_t nbytes = 0;
-  ErrorInfo error;
   bool fetching = false;
+  std::shared_ptr<const std::string> value;
+  std::unique_ptr<std::vector<std::string>> holders;  // when the value must be fetched
+  std::unique_ptr<ErrorInfo> error;                   // when status is not finished
+
+  void fail(ErrorInfo e) { error = std::make_unique<ErrorInfo>(std::move(e)); }
+  const ErrorInfo& error_info() const {
+    static const ErrorInfo unknown{ErrorKind::scheduler_error, "", "no error details", "", ""};
+    return error ? *error : unknown;
+  }
 };
 
 const std::string& future_key(const FutureState& s) { return s.key; }
@@ -214,7 +219,8 @@ std::shared_ptr<const std::string> future_value(const FutureState& cs, Timeout t
   if (s.status == FutureStatus::finished && !s.value) {
     if (!s.fetching) {
       s.fetching = true;
-      Command c{Command::Type::fetch, {}, 0, 0, s.key, s.holders};
+      Command c{Command::Type::fetch, {}, 0, 0, s.key,
+                s.holders ? *s.holders : std::vector<std::string>{}};
       lock.unlock();
       s.core->push(std::move(c));
       lock.lock();
@@ -225,7 +231,7 @@ std::shared_ptr<const std::string> future_value(const FutureState& cs, Timeout t
     }
   }
   if (s.status == FutureStatus::finished && s.value) return s.value;
-  std::rethrow_exception(make_task_error(s.key, s.error));
+  std::rethrow_exception(make_task_error(s.key, s.error_info()));
 }
 
 std::exception_ptr future_exception(const FutureState& s, Timeout timeout) {
@@ -234,7 +240,7 @@ std::exception_ptr future_exception(const FutureState& s, Timeout timeout) {
     throw_timeout(s, timeout);
   }
   if (s.status == FutureStatus::finished) return nullptr;
-  return make_task_error(s.key, s.error);
+  return make_task_error(s.key, s.error_info());
 }
 
 void future_cancel(const FutureState& s) {
@@ -299,8 +305,7 @@ struct Client::Impl {
         if (s->status == FutureStatus::pending ||
             (s->status == FutureStatus::finished && !s->value)) {
           s->status = FutureStatus::error;
-          s->error = ErrorInfo{ErrorKind::scheduler_error, "plexus::ConnectionError", reason, "",
-                               ""};
+          s->fail(ErrorInfo{ErrorKind::scheduler_error, "plexus::ConnectionError", reason, "", ""});
         }
         dropped.push_back(std::move(s));  // destroyed outside the lock
       }
@@ -574,30 +579,29 @@ struct Client::Impl {
     switch (r.status()) {
       case wire::KeyStatus::memory:
         s->status = FutureStatus::finished;
-        s->nbytes = r.nbytes();
         if (r.inline_data()) {
           s->value = std::make_shared<const std::string>(wire::view(r.data()));
-        } else {
-          s->holders = wire::strings(r.holders());  // where to fetch it from
+        } else {  // where to fetch it from
+          s->holders = std::make_unique<std::vector<std::string>>(wire::strings(r.holders()));
         }
         break;
       case wire::KeyStatus::erred:
         s->status = FutureStatus::error;
-        s->error = wire::to_error_info(r.error());
+        s->fail(wire::to_error_info(r.error()));
         break;
       case wire::KeyStatus::cancelled:
         s->status = FutureStatus::cancelled;
-        s->error = r.error() ? wire::to_error_info(r.error())
-                             : ErrorInfo{ErrorKind::cancelled, "plexus::CancelledError",
-                                         "the task was cancelled", "", ""};
-        s->error.kind = ErrorKind::cancelled;
+        s->fail(r.error() ? wire::to_error_info(r.error())
+                          : ErrorInfo{ErrorKind::cancelled, "plexus::CancelledError",
+                                      "the task was cancelled", "", ""});
+        s->error->kind = ErrorKind::cancelled;
         break;
       case wire::KeyStatus::lost:
         s->status = FutureStatus::lost;
-        s->error = r.error() ? wire::to_error_info(r.error())
-                             : ErrorInfo{ErrorKind::lost, "plexus::DataLostError",
-                                         "the data is lost", "", ""};
-        s->error.kind = ErrorKind::lost;
+        s->fail(r.error() ? wire::to_error_info(r.error())
+                          : ErrorInfo{ErrorKind::lost, "plexus::DataLostError", "the data is lost",
+                                      "", ""});
+        s->error->kind = ErrorKind::lost;
         break;
     }
     dropped.push_back(std::move(s));
@@ -633,10 +637,10 @@ struct Client::Impl {
     if (it == core->futures.end()) return;
     if (auto s = it->second.state.lock()) {
       s->status = FutureStatus::lost;
-      s->error = ErrorInfo{ErrorKind::lost, "plexus::DataLostError",
-                           "the result could not be fetched from any worker holding it (" +
-                               (where.empty() ? std::string("none") : where) + ")",
-                           "", ""};
+      s->fail(ErrorInfo{ErrorKind::lost, "plexus::DataLostError",
+                        "the result could not be fetched from any worker holding it (" +
+                            (where.empty() ? std::string("none") : where) + ")",
+                        "", ""});
       dropped.push_back(std::move(s));
     }
     core->cv.notify_all();
