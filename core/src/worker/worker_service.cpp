@@ -587,7 +587,9 @@ struct WorkerService::Impl {
   }
 
   // ---- handshake ----
-  void handshake() {
+  // Returns false when stop() came first (not an error); throws when the scheduler cannot be
+  // reached in time or refuses this worker.
+  bool handshake() {
     sched.connect(options.scheduler_address);
     {
       wire::OutBatch b;
@@ -604,8 +606,9 @@ struct WorkerService::Impl {
     auto deadline = Clock::now() + std::chrono::milliseconds(options.connect_timeout_ms);
     std::vector<zmq::message_t> frames;
     while (true) {
+      if (stopping) return false;
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0 || stopping) {
+      if (left.count() <= 0) {
         throw std::runtime_error("could not reach the scheduler at " + options.scheduler_address +
                                  " within " + std::to_string(options.connect_timeout_ms) + " ms");
       }
@@ -628,7 +631,7 @@ struct WorkerService::Impl {
         log->info("connected scheduler={} name='{}' data={} nthreads={}",
                   options.scheduler_address, options.name, bound_data, options.nthreads);
         on_scheduler(frames);  // the rest of the batch may already carry work
-        return;
+        return true;
       }
     }
   }
@@ -685,7 +688,12 @@ struct WorkerService::Impl {
   }
 
   WorkerExit run() {
-    handshake();
+    if (!handshake()) {
+      log->info("stopped before the handshake completed name='{}'", options.name);
+      sched.close();
+      data.close();
+      return WorkerExit::stopped;
+    }
     start_pool();
     std::vector<zmq::message_t> frames;
     std::vector<zmq::pollitem_t> items;
