@@ -132,6 +132,39 @@ std::int64_t segfault() {
 
 std::int64_t abort_task() { std::abort(); }
 
+// Blocks until `path` exists, polling every millisecond; throws after `timeout_ms`. Returns the
+// milliseconds waited. The benchmarks hold tasks pending behind it without a sleep of fixed length.
+std::int64_t wait_file(const std::string& path, std::int64_t timeout_ms) {
+  if (timeout_ms < 0) throw std::invalid_argument("wait_file with a negative timeout");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = t0 + std::chrono::milliseconds(timeout_ms);
+  while (::access(path.c_str(), F_OK) != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw std::runtime_error("wait_file: " + path + " did not appear within " +
+                               std::to_string(timeout_ms) + " ms");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               t0)
+      .count();
+}
+
+// The worker's process id, after sleeping `ms`: submitted several at once, these tell which
+// workers have joined (a sleeping task keeps its thread busy, so the next one goes elsewhere).
+std::int64_t worker_pid(std::int64_t ms) {
+  sleep_ms(ms);
+  return static_cast<std::int64_t>(::getpid());
+}
+
+// x + 1, once `blocker` (a dependency whose value is ignored) is in memory.
+std::int64_t dep_inc(std::int64_t x, std::int64_t /*blocker*/) { return x + 1; }
+
+// The summed lengths of two byte buffers: a consumer that needs two inputs, for transfer tests.
+std::int64_t total_len(const plexus::Bytes& a, const plexus::Bytes& b) {
+  return static_cast<std::int64_t>(a.size() + b.size());
+}
+
 std::int32_t add_i32(std::int32_t a, std::int32_t b) {
   std::int64_t sum = std::int64_t{a} + std::int64_t{b};
   if (sum < std::numeric_limits<std::int32_t>::min() ||
@@ -163,5 +196,9 @@ PLEXUS_PLUGIN(testing, "1.0.0", registry) {
       .add("void_task", &t::void_task)
       .add("segfault", &t::segfault)
       .add("abort_task", &t::abort_task)
-      .add("add_i32", &t::add_i32);
+      .add("add_i32", &t::add_i32)
+      .add("wait_file", &t::wait_file)
+      .add("worker_pid", &t::worker_pid)
+      .add("dep_inc", &t::dep_inc)
+      .add("total_len", &t::total_len);
 }

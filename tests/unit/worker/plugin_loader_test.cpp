@@ -242,6 +242,31 @@ TEST_F(PluginLoaderTest, AppendLineAppends) {
   EXPECT_EQ(read_file(file), "a\nb\n");
 }
 
+TEST_F(PluginLoaderTest, WaitFileReturnsOnceTheFileExists) {
+  TempDir dir;
+  const std::string file = (dir.path() / "go").string();
+  std::ofstream(file).put('x');
+  EXPECT_GE(call_ok<std::int64_t>(loader_, "testing.wait_file", args(file, std::int64_t{1000})),
+            0);
+}
+
+TEST_F(PluginLoaderTest, WaitFileThrowsOnTimeout) {
+  TempDir dir;
+  const std::string file = (dir.path() / "never").string();
+  ErrorInfo e = call_error(loader_, "testing.wait_file", args(file, std::int64_t{5}));
+  EXPECT_THAT(e.message, AllOf(HasSubstr(file), HasSubstr("5 ms")));
+}
+
+TEST_F(PluginLoaderTest, BenchmarkHelperTasks) {
+  EXPECT_EQ(call_ok<std::int64_t>(loader_, "testing.dep_inc",
+                                  args(std::int64_t{41}, std::int64_t{7})),
+            42);
+  EXPECT_EQ(call_ok<std::int64_t>(loader_, "testing.total_len", args(Bytes(3), Bytes(1000))),
+            1003);
+  EXPECT_EQ(call_ok<std::int64_t>(loader_, "testing.worker_pid", args(std::int64_t{0})),
+            ::getpid());
+}
+
 // ---- task failures ----
 
 TEST_F(PluginLoaderTest, ExceptionCarriesTypeAndMessage) {
