@@ -42,7 +42,23 @@ WorkerOptions worker_options(const config::Config& c, std::string scheduler_addr
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using Value = std::shared_ptr<const std::string>;
+// A stored value: bytes owned either as a string (computed here) or as the ZeroMQ message they
+// arrived in from a peer, kept as is so that a fetched value is never copied.
+class Blob {
+ public:
+  explicit Blob(std::string bytes) : str_(std::move(bytes)), view_(str_) {}
+  explicit Blob(zmq::message_t msg)
+      : msg_(std::move(msg)), view_(static_cast<const char*>(msg_.data()), msg_.size()) {}
+  std::string_view view() const { return view_; }
+  const char* data() const { return view_.data(); }
+  std::size_t size() const { return view_.size(); }
+
+ private:
+  std::string str_;
+  zmq::message_t msg_;
+  std::string_view view_;  // into str_ or msg_; a Blob never moves (always behind shared_ptr)
+};
+using Value = std::shared_ptr<const Blob>;
 
 std::string default_name() {
   char host[256] = {0};
@@ -60,7 +76,7 @@ void substitute(Reader& r, Writer& w, const std::unordered_map<std::string, Valu
       std::string key(r.read_ref());
       auto it = deps.find(key);
       if (it == deps.end()) throw DecodeError("argument refers to unknown future '" + key + "'");
-      w.raw(*it->second);
+      w.raw(it->second->view());
       return;
     }
     case Tag::list: {
@@ -151,6 +167,9 @@ void executor_loop(Shared& sh) {
       } else {
         Reader r(job.args);
         Writer w;
+        std::size_t total = job.args.size();
+        for (const auto& [k, v] : job.deps) total += v->size();
+        w.reserve(total);  // one allocation, even for 100 MB dependencies
         substitute(r, w, job.deps, 0);
         out.result = sh.loader.call(job.name, w.view());
       }
@@ -263,7 +282,7 @@ struct WorkerService::Impl {
     bool small = v->size() <= options.comm.inline_threshold;
     auto k = b.str(key);
     fb::Offset<fb::Vector<std::uint8_t>> d;
-    if (small) d = b.bytes(*v);
+    if (small) d = b.bytes(v->view());
     done_msgs.push_back(wire::CreateTaskDone(b.fbb(), k, v->size(), small, d, duration_us));
   }
 
@@ -393,7 +412,7 @@ struct WorkerService::Impl {
       if (it != tasks.end()) tasks.erase(it);
       if (freed) continue;
       if (r.result.ok) {
-        auto v = std::make_shared<const std::string>(std::move(r.result.value));
+        auto v = std::make_shared<const Blob>(std::move(r.result.value));
         keep_value(r.key, v);
         report_done(r.key, v, r.duration_us);
       } else {
@@ -477,8 +496,7 @@ struct WorkerService::Impl {
         found.resize(frames.size() - 1);
       }
       for (std::size_t i = 0; i < found.size(); ++i) {
-        auto v = std::make_shared<const std::string>(static_cast<const char*>(frames[i + 1].data()),
-                                                     frames[i + 1].size());
+        auto v = std::make_shared<const Blob>(std::move(frames[i + 1]));
         arrived(found[i], std::move(v));
       }
       for (const auto& m : wire::strings(reply->missing())) {

@@ -120,6 +120,8 @@ class Writer {
     sized(Tag::ref, key.data(), key.size());
     refs_.emplace_back(key);
   }
+  /// Reserves room for `bytes` more bytes (avoids regrowth when the total size is known).
+  void reserve(std::size_t bytes) { buf_.reserve(buf_.size() + bytes); }
   /// Appends an already encoded value verbatim.
   void raw(std::string_view encoded) { buf_.append(encoded); }
 
