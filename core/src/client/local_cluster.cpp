@@ -94,7 +94,7 @@ struct LocalCluster::Impl {
     std::string bin_dir = c.get_string("local-cluster.bin-dir");
     std::string sched_bin = find_daemon("plexus-scheduler", bin_dir);
     std::string worker_bin = find_daemon("plexus-worker", bin_dir);
-    std::string level = c.get_string("logging.level");
+    std::string level = c.get_string("local-cluster.log-level");
     fs::path file = temp_dir / "scheduler.json";
     std::vector<std::string> common;
     if (o.config_file) common = {"--config", *o.config_file};
