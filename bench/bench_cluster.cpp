@@ -82,17 +82,6 @@ std::vector<pid_t> child_pids(const std::string& prefix) {
   return out;
 }
 
-TempDir::TempDir() {
-  std::string tmpl = (fs::temp_directory_path() / "plexus-bench-XXXXXX").string();
-  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
 SubmitOptions impure() {
   SubmitOptions o;
   o.pure = false;

@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+
+#include <plexus/common/temp_dir.hpp>
 #include <memory>
 #include <optional>
 #include <plexus/client.hpp>
@@ -38,18 +40,6 @@ bool reset_peak_rss(pid_t pid);
 /// Direct children of this process whose command name (/proc/<pid>/comm) starts with `prefix`.
 std::vector<pid_t> child_pids(const std::string& prefix);
 
-/// A scratch directory removed on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 struct ClusterOptions {
   std::uint32_t workers = 2;

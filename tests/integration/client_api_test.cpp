@@ -14,6 +14,7 @@
 #include <optional>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace plexus::testing {
@@ -188,6 +189,26 @@ TEST_P(ClientApiTest, ManyProducersOneConsumerAcrossWorkers) {
   EXPECT_EQ(total.result(30s), std::accumulate(ms.begin(), ms.end(), std::int64_t{0}));
 }
 
+// Regression: the client once sent a release ahead of submits taken in the same I/O turn, so a
+// task depending on a just-dropped future could reach the scheduler after its dependency had
+// been forgotten ("depends on unknown key"). A large batch makes the turn flush mid-way.
+TEST_P(ClientApiTest, DroppingADependencyRightAfterSubmittingItsDependentIsSafe) {
+  const SubmitOptions impure{.pure = false};
+  for (int round = 0; round < 8; ++round) {
+    auto a = client().submit<std::int64_t>(impure, "math.inc", std::int64_t{1});
+    ASSERT_EQ(a.result(10s), 2);
+    std::vector<EncodedCall> calls;
+    for (std::int64_t i = 0; i < 8192; ++i) calls.push_back(Client::encode_call("math.noop", i));
+    calls.push_back(Client::encode_call("math.inc", a));  // the last one depends on `a`
+    auto states = client().submit_encoded_many(impure, std::move(calls));
+    a = Future<std::int64_t>();  // drop the dependency at once
+    EXPECT_EQ(Future<std::int64_t>(states.back()).result(20s), 3) << "round " << round;
+    for (std::size_t i = 0; i + 1 < states.size(); ++i) {
+      ASSERT_EQ(Future<std::int64_t>(states[i]).result(20s), static_cast<std::int64_t>(i));
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),
                          [](const auto& param_info) { return param_info.param; });
 
@@ -201,6 +222,28 @@ TEST(LocalClusterProcessesTest, TcpChildProcesses) {
   EXPECT_FALSE(child_pids().empty());
   client.close();
   EXPECT_THAT(child_pids(), ::testing::IsEmpty());
+}
+
+// Regression: a task freed while running (its last future dropped) and then submitted again
+// under the same key used to be taken for a duplicate by the worker, whose running execution then
+// threw its result away: the new future waited forever. One worker, so the resubmission meets
+// the still-running execution.
+TEST(ResubmitWhileRunningTest, TaskFreedWhileRunningAndSubmittedAgainCompletes) {
+  ProcessCluster cluster(ProcessClusterOptions{.transport = "tcp", .n_workers = 1, .nthreads = 1});
+  Client client(cluster.address());
+  for (int round = 0; round < 2; ++round) {
+    SubmitOptions options;
+    options.key = "testing.sleep_ms-resubmit-" + std::to_string(round);
+    {
+      auto first = client.submit<std::int64_t>(options, "testing.sleep_ms", std::int64_t{400});
+      std::this_thread::sleep_for(100ms);  // running on the worker by now
+    }                                      // dropped: the scheduler frees it on the worker
+    std::this_thread::sleep_for(100ms);
+    auto again = client.submit<std::int64_t>(options, "testing.sleep_ms", std::int64_t{400});
+    EXPECT_EQ(again.result(10s), 400) << "round " << round;
+  }
+  client.close();
+  cluster.stop();
 }
 
 }  // namespace

@@ -44,7 +44,7 @@ class ProcessCluster {
 
   const std::string& address() const { return address_; }
   const std::string& scheduler_file() const { return scheduler_file_; }
-  const std::string& dir() const { return dir_.path(); }
+  std::string dir() const { return dir_.str(); }
 
   /// Starts one more worker with these extra arguments.
   void add_worker(const std::vector<std::string>& extra_args = {});

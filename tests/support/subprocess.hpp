@@ -7,26 +7,15 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <plexus/common/temp_dir.hpp>
+
 #include <string>
 #include <vector>
 
 namespace plexus::testing {
 
-/// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+using plexus::TempDir;  // core/common/temp_dir.hpp
 
-  const std::string& path() const { return path_; }
-  /// `path()/name`.
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 /// What a finished (or killed) command left behind.
 struct CommandResult {

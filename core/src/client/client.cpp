@@ -475,11 +475,6 @@ struct Client::Impl {
       cmds.swap(core->commands);
       released.swap(core->released);
     }
-    if (!released.empty()) {
-      std::lock_guard lock(core->mu);
-      for (const auto& key : released) release(key);
-      released.clear();
-    }
     for (auto& c : cmds) {
       switch (c.type) {
         case Command::Type::submit: {
@@ -506,6 +501,13 @@ struct Client::Impl {
           start_fetch(c.key, std::move(c.holders), 0);
           break;
       }
+    }
+    // Releases go after this turn's submits: a submit taken in the same turn may depend on a
+    // released key, and the scheduler must see the dependent before the release.
+    if (!released.empty()) {
+      std::lock_guard lock(core->mu);
+      for (const auto& key : released) release(key);
+      released.clear();
     }
   }
 
@@ -579,6 +581,7 @@ struct Client::Impl {
     switch (r.status()) {
       case wire::KeyStatus::memory:
         s->status = FutureStatus::finished;
+        s->fetching = false;  // a value reported again may be fetched again
         if (r.inline_data()) {
           s->value = std::make_shared<const std::string>(wire::view(r.data()));
         } else {  // where to fetch it from

@@ -49,6 +49,8 @@ class Blob {
   explicit Blob(std::string bytes) : str_(std::move(bytes)), view_(str_) {}
   explicit Blob(zmq::message_t msg)
       : msg_(std::move(msg)), view_(static_cast<const char*>(msg_.data()), msg_.size()) {}
+  Blob(Blob&&) = delete;  // view_ points into this object
+  Blob& operator=(Blob&&) = delete;
   std::string_view view() const { return view_; }
   const char* data() const { return view_.data(); }
   std::size_t size() const { return view_.size(); }
@@ -59,6 +61,9 @@ class Blob {
   std::string_view view_;  // into str_ or msg_; a Blob never moves (always behind shared_ptr)
 };
 using Value = std::shared_ptr<const Blob>;
+
+// Received values up to this size are copied out of their frame (see on_data_reply).
+constexpr std::size_t kCopyBelow = 64 * 1024;
 
 std::string default_name() {
   char host[256] = {0};
@@ -302,7 +307,11 @@ struct WorkerService::Impl {
       report_done(key, s->second, 0);  // already here (e.g. recomputed elsewhere and fetched)
       return;
     }
-    if (tasks.count(key)) return;  // duplicate request
+    if (auto it = tasks.find(key); it != tasks.end()) {
+      // Freed while running and asked for again: let the running execution report after all.
+      if (it->second.freed) it.value().freed = false;
+      return;  // otherwise a duplicate request
+    }
     TaskRec rec;
     rec.name = wire::view(t.name());
     rec.args = wire::view(t.args());
@@ -483,22 +492,34 @@ struct WorkerService::Impl {
       log->warn("malformed data reply dropped ({} bytes)", frames[0].size());
       return;
     }
+    std::size_t next_frame = 1;
     for (const wire::Envelope* env : *batch->messages()) {
       if (!env || env->msg_type() != wire::Msg::DataReply) continue;
       const auto* reply = env->msg_as_DataReply();
-      auto req = requests.find(reply->request_id());
-      if (req == requests.end()) continue;
-      requests.erase(req);
       auto found = wire::strings(reply->found());
-      if (found.size() + 1 > frames.size()) {
+      auto req = requests.find(reply->request_id());
+      if (req == requests.end()) {  // stale: skip its values too
+        next_frame += found.size();
+        continue;
+      }
+      requests.erase(req);
+      // Each reply's values follow the batch frame in order, after the previous replies' values.
+      if (next_frame + found.size() > frames.size()) {
         log->warn("data reply announces {} values but carries {}", found.size(),
-                  frames.size() - 1);
-        found.resize(frames.size() - 1);
+                  frames.size() - next_frame);
+        found.resize(frames.size() - next_frame);
       }
       for (std::size_t i = 0; i < found.size(); ++i) {
-        auto v = std::make_shared<const Blob>(std::move(frames[i + 1]));
+        zmq::message_t& frame = frames[next_frame + i];
+        // Small frames point into libzmq's shared receive buffer (about 8 KiB): holding one would
+        // pin the whole buffer, so those are copied; large ones are kept as they arrived.
+        Value v = frame.size() <= kCopyBelow
+                      ? std::make_shared<const Blob>(std::string(
+                            static_cast<const char*>(frame.data()), frame.size()))
+                      : std::make_shared<const Blob>(std::move(frame));
         arrived(found[i], std::move(v));
       }
+      next_frame += found.size();
       for (const auto& m : wire::strings(reply->missing())) {
         auto f = fetches.find(m);
         if (f == fetches.end()) continue;

@@ -1,5 +1,6 @@
 // PluginLoader against the real in-tree plugins (math, testing) and the purpose-built bad plugins
 // of tests/plugins/.
+#include <plexus/common/temp_dir.hpp>
 #include <plexus/worker/plugin_loader.hpp>
 
 #include <plexus/abi.h>
@@ -67,26 +68,7 @@ ErrorInfo call_error(PluginLoader& loader, std::string_view task, const std::str
   return r.error;
 }
 
-// A scratch directory, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "plexus_loader_test_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using plexus::TempDir;
 
 // A clock that moves only when told to. Reads happen under the loader's load mutex.
 struct ManualClock {

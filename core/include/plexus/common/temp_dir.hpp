@@ -1,0 +1,30 @@
+// A private scratch directory (mkdtemp under $TMPDIR, else /tmp), removed with its contents when
+// the object goes. Used by the LocalCluster, the benchmarks and the tests.
+//
+// Thread safety: a plain value owner; not copyable.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace plexus {
+
+class TempDir {
+ public:
+  /// Creates "<tmp>/<prefix>-XXXXXX". Throws std::runtime_error naming the path on failure.
+  explicit TempDir(std::string_view prefix = "plexus");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+  /// The path of `name` inside the directory.
+  std::string file(std::string_view name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace plexus
