@@ -1034,6 +1034,23 @@ struct SchedulerState::Impl {
   std::optional<std::string> validate() const;
 };
 
+namespace {
+// Whether link `i` of `owner` (pointing at `l`) is mirrored: entry `l.back` of the other end's
+// list points back at `owner` and at position `i`.
+template <class List>
+bool mirrored(const Link& l, Index i, Index owner, const List& other) {
+  return l.back < other.size() && other[l.back].id == owner && other[l.back].back == i;
+}
+// Whether entry `i` of `links` names the same other end as an earlier entry.
+template <class Links>
+bool listed_before(const Links& links, Index i) {
+  for (Index j = 0; j < i; ++j) {
+    if (links[j].id == links[i].id) return true;
+  }
+  return false;
+}
+}  // namespace
+
 std::optional<std::string> SchedulerState::Impl::validate() const {
   auto bad = [](const std::string& what) { return std::optional<std::string>(what); };
   auto tk = [this](TaskId id) {
@@ -1064,8 +1081,7 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
     for (Index i = 0; i < t.deps.size(); ++i) {
       const Link& l = t.deps[i];
       if (l.id >= tasks.size() || !tasks[l.id].alive) return bad(tk(id) + "dead dependency");
-      const auto& m = tasks[l.id].dependents;
-      if (l.back >= m.size() || m[l.back].id != id || m[l.back].back != i) {
+      if (!mirrored(l, i, id, tasks[l.id].dependents)) {
         return bad(tk(id) + "dependency link mirror broken");
       }
     }
@@ -1073,8 +1089,7 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
     for (Index i = 0; i < t.dependents.size(); ++i) {
       const Link& l = t.dependents[i];
       if (l.id >= tasks.size() || !tasks[l.id].alive) return bad(tk(id) + "dead dependent");
-      const auto& m = tasks[l.id].deps;
-      if (l.back >= m.size() || m[l.back].id != id || m[l.back].back != i) {
+      if (!mirrored(l, i, id, tasks[l.id].deps)) {
         return bad(tk(id) + "dependent link mirror broken");
       }
       active += is_active(tasks[l.id].state);
@@ -1083,24 +1098,16 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
     for (Index i = 0; i < t.holders.size(); ++i) {
       const Link& l = t.holders[i];
       if (l.id >= workers.size() || !workers[l.id].alive) return bad(tk(id) + "dead holder");
-      const auto& m = workers[l.id].has_what;
-      if (l.back >= m.size() || m[l.back].id != id || m[l.back].back != i) {
+      if (!mirrored(l, i, id, workers[l.id].has_what)) {
         return bad(tk(id) + "holder link mirror broken");
       }
-      for (Index j = 0; j < i; ++j) {
-        if (t.holders[j].id == l.id) return bad(tk(id) + "holder listed twice");
-      }
+      if (listed_before(t.holders, i)) return bad(tk(id) + "holder listed twice");
     }
     for (Index i = 0; i < t.wanted_by.size(); ++i) {
       const Link& l = t.wanted_by[i];
       if (l.id >= clients.size() || !clients[l.id].alive) return bad(tk(id) + "dead wanter");
-      const auto& m = clients[l.id].wants;
-      if (l.back >= m.size() || m[l.back].id != id || m[l.back].back != i) {
-        return bad(tk(id) + "want link mirror broken");
-      }
-      for (Index j = 0; j < i; ++j) {
-        if (t.wanted_by[j].id == l.id) return bad(tk(id) + "client wants it twice");
-      }
+      if (!mirrored(l, i, id, clients[l.id].wants)) return bad(tk(id) + "want link mirror broken");
+      if (listed_before(t.wanted_by, i)) return bad(tk(id) + "client wants it twice");
     }
     // State.
     const bool need = needed(t);
@@ -1182,10 +1189,7 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
     for (Index i = 0; i < w.has_what.size(); ++i) {
       const Link& l = w.has_what[i];
       if (l.id >= tasks.size() || !tasks[l.id].alive) return bad(wn + "holds a dead task");
-      const auto& m = tasks[l.id].holders;
-      if (l.back >= m.size() || m[l.back].id != wi || m[l.back].back != i) {
-        return bad(wn + "has_what link mirror broken");
-      }
+      if (!mirrored(l, i, wi, tasks[l.id].holders)) return bad(wn + "has_what link mirror broken");
     }
     const bool in = !w.closing && !saturated(w);
     if (in != (w.heap_pos != kNone)) return bad(wn + "placement heap membership wrong");
@@ -1205,10 +1209,7 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
     for (Index i = 0; i < c.wants.size(); ++i) {
       const Link& l = c.wants[i];
       if (l.id >= tasks.size() || !tasks[l.id].alive) return bad("client wants a dead task");
-      const auto& m = tasks[l.id].wanted_by;
-      if (l.back >= m.size() || m[l.back].id != ci || m[l.back].back != i) {
-        return bad("client want link mirror broken");
-      }
+      if (!mirrored(l, i, ci, tasks[l.id].wanted_by)) return bad("client want link mirror broken");
     }
   }
   if (nclients != client_index.size()) return bad("client index size wrong");
