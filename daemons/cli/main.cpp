@@ -53,10 +53,8 @@ void add_target_flags(CLI::App* cmd, Target& t) {
   cmd->add_option("--retries", t.retries, "rerun a task that throws up to this many times");
 }
 
-std::string result_json(const std::shared_ptr<plexus::detail::FutureState>& f,
-                        plexus::detail::Timeout timeout) {
-  auto bytes = plexus::detail::future_value(*f, timeout);
-  return plexus::value_to_json(*bytes);
+std::string result_json(const plexus::detail::FutureRef& f, plexus::detail::Timeout timeout) {
+  return plexus::value_to_json(plexus::detail::future_value(*f, timeout));
 }
 
 int run_submit(const Target& t, const std::string& task, const std::vector<std::string>& args,

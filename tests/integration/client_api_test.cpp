@@ -26,13 +26,13 @@ using ::testing::HasSubstr;
 constexpr const char* kHexKey = "-[0-9a-f]{32}$";
 constexpr const char* kUuidKey = "-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$";
 
-bool key_matches(const std::string& key, const std::string& task, const char* tail) {
+bool key_matches(std::string_view key, const std::string& task, const char* tail) {
   std::string escaped;
   for (char c : task) {
     if (c == '.') escaped += '\\';
     escaped += c;
   }
-  return std::regex_search(key, std::regex("^" + escaped + tail));
+  return std::regex_search(std::string(key), std::regex("^" + escaped + tail));
 }
 
 // One cluster per test on the transport named by the parameter, with two workers of two

@@ -3,6 +3,8 @@
 #include <plexus/abi.h>
 #include <plexus/client/local_cluster.hpp>
 #include <plexus/common/key_map.hpp>
+
+#include <tsl/robin_set.h>
 #include <plexus/common/logging.hpp>
 #include <plexus/common/task_key.hpp>
 #include <plexus/config/config.hpp>
@@ -13,6 +15,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
 #include <condition_variable>
 #include <fstream>
 #include <future>
@@ -84,7 +89,7 @@ std::exception_ptr make_task_error(const std::string& key, const ErrorInfo& e) {
 
 // A task spec as queued for the I/O thread.
 struct PendingTask {
-  std::shared_ptr<detail::FutureState> state;  // its key; held until the task is sent
+  detail::FutureState* state;  // its key; lives at least until the submit is sent (ClientCore)
   std::string name;
   std::string args;
   std::vector<std::string> deps;
@@ -99,68 +104,45 @@ struct Command {
   std::vector<std::string> holders;  // fetch
 };
 
+// Submitters wait while this many tasks are queued for the I/O thread, so a client that maps
+// faster than the wire drains holds a bounded backlog of encoded calls.
+constexpr std::size_t kMaxQueuedTasks = 8192;
+
 }  // namespace
 
-// Shared by the Client, its I/O thread and every FutureState, so that futures outlive the client.
-struct ClientCore {
-  // Guards every FutureState's mutable fields and `futures`.
-  std::mutex mu;
-  std::condition_variable cv;
-  // One entry per key with a live future, or whose release the I/O thread has not sent yet.
-  struct Entry {
-    std::weak_ptr<detail::FutureState> state;
-    // FutureStates created for this key minus releases processed: the scheduler is told to
-    // release the key only when this reaches zero, so a future re-created for a key while the
-    // old one's release is still queued keeps the key alive.
-    std::uint32_t refs = 0;
-  };
-  KeyMap<Entry> futures;
-  bool closed = false;
-  std::string closed_reason;
-
-  std::mutex cmd_mu;
-  std::vector<Command> commands;    // guarded by cmd_mu
-  std::vector<std::string> released;  // keys of destroyed FutureStates; guarded by cmd_mu
-  comm::Wakeup wake;
-  std::chrono::milliseconds fetch_timeout{10000};
-
-  void push(Command c) {
-    bool was_empty;
-    {
-      std::lock_guard lock(cmd_mu);
-      was_empty = commands.empty() && released.empty();
-      commands.push_back(std::move(c));
-    }
-    // The I/O thread takes the whole queue at once: only the first entry needs a wake-up.
-    if (was_empty) wake.notify();
-  }
-  void push_release(const std::string& key) {
-    bool was_empty;
-    {
-      std::lock_guard lock(cmd_mu);
-      was_empty = commands.empty() && released.empty();
-      released.push_back(key);
-    }
-    if (was_empty) wake.notify();
-  }
-};
+struct ClientCore;
 
 namespace detail {
 
+// One per key the client holds, allocated with the key inline after it (one allocation).
+//
+// Lifetime: Future handles count in `handles`. The last handle to go queues the state on
+// ClientCore::released (under cmd_mu); the I/O thread later erases and frees it, after sending
+// any submit queued before, unless a submit of the same key revived it meanwhile (0 -> 1, only
+// under ClientCore::mu). Only the I/O thread (or, once it stopped, the thread dropping the last
+// handle) frees a state, and only while holding mu and cmd_mu with handles == 0 and the state not
+// queued: then no thread can be between its last decrement and its push.
 class FutureState {
  public:
-  FutureState(std::string k, std::shared_ptr<ClientCore> c) : key(std::move(k)), core(std::move(c)) {}
-  ~FutureState() {
-    // Never lock core->mu here: the last reference may drop while it is held.
-    core->push_release(key);
+  static FutureState* create(std::string_view key, ClientCore* core);
+  static void destroy(FutureState* s) noexcept;
+
+  std::string_view key() const {
+    return {reinterpret_cast<const char*>(this + 1), key_size};
   }
 
-  const std::string key;
-  const std::shared_ptr<ClientCore> core;
-  // Guarded by core->mu. Rarely needed parts live out of line to keep a future small.
+  std::atomic<std::uint32_t> handles{1};
+  const std::uint32_t key_size;
+  ClientCore* const core;
+  // Guarded by core->mu.
   FutureStatus status = FutureStatus::pending;
   bool fetching = false;
-  std::shared_ptr<const std::string> value;
+  bool has_value = false;  // `value` is set once and then never changes
+  // Guarded by core->cmd_mu.
+  bool release_queued = false;
+  // Guarded by core->mu until has_value; immutable after.
+  std::string value;
+  // Guarded by core->mu. Rarely needed parts live out of line to keep a future small.
   std::unique_ptr<std::vector<std::string>> holders;  // when the value must be fetched
   std::unique_ptr<ErrorInfo> error;                   // when status is not finished
 
@@ -169,9 +151,149 @@ class FutureState {
     static const ErrorInfo unknown{ErrorKind::scheduler_error, "", "no error details", "", ""};
     return error ? *error : unknown;
   }
+  void set_value(std::string_view v) {
+    if (has_value) return;
+    value.assign(v);
+    has_value = true;
+  }
+
+ private:
+  FutureState(ClientCore* c, std::uint32_t n) : key_size(n), core(c) {}
+  ~FutureState() = default;
 };
 
-const std::string& future_key(const FutureState& s) { return s.key; }
+}  // namespace detail
+
+namespace {
+using detail::FutureState;
+
+// Finds a FutureState by its key; the state itself is the set's element (8 bytes a slot).
+struct StateHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view k) const noexcept { return KeyHash{}(k); }
+  std::size_t operator()(const FutureState* s) const noexcept { return KeyHash{}(s->key()); }
+};
+struct StateEq {
+  using is_transparent = void;
+  static std::string_view k(std::string_view v) { return v; }
+  static std::string_view k(const FutureState* s) { return s->key(); }
+  template <class A, class B>
+  bool operator()(const A& a, const B& b) const noexcept {
+    return k(a) == k(b);
+  }
+};
+using StateSet = tsl::robin_set<FutureState*, StateHash, StateEq, std::allocator<FutureState*>,
+                                /*StoreHash=*/true>;
+}  // namespace
+
+// Shared by the Client, its I/O thread and every FutureState, so that futures outlive the client:
+// counted (the Client plus one per FutureState) and deleted by the last.
+struct ClientCore {
+  ClientCore() { futures.max_load_factor(0.8f); }
+
+  // Guards every FutureState's mutable fields and `futures`. Taken before cmd_mu, never after.
+  std::mutex mu;
+  std::condition_variable cv;
+  StateSet futures;
+  bool closed = false;
+  std::string closed_reason;
+
+  std::mutex cmd_mu;
+  std::condition_variable room;            // submitters waiting for queued_tasks to drop
+  std::vector<Command> commands;           // guarded by cmd_mu
+  std::size_t queued_tasks = 0;            // tasks in `commands`; guarded by cmd_mu
+  std::vector<FutureState*> released;      // states whose last handle went; guarded by cmd_mu
+  bool io_stopped = false;                 // guarded by cmd_mu
+  comm::Wakeup wake;
+  std::chrono::milliseconds fetch_timeout{10000};
+
+  std::atomic<std::uint32_t> refs{1};
+  void retain() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
+  void unref() noexcept {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  // Caller holds cmd_mu. The I/O thread takes the whole queue at once: only the first entry needs
+  // a wake-up.
+  bool queues_empty() const { return commands.empty() && released.empty(); }
+
+  void push(Command c) {
+    bool was_empty;
+    {
+      std::lock_guard lock(cmd_mu);
+      was_empty = queues_empty();
+      queued_tasks += c.tasks.size();
+      commands.push_back(std::move(c));
+    }
+    if (was_empty) wake.notify();
+  }
+
+  // Blocks while the I/O thread's backlog is full.
+  void wait_for_room() {
+    std::unique_lock lock(cmd_mu);
+    room.wait(lock, [&] { return queued_tasks < kMaxQueuedTasks || io_stopped; });
+  }
+
+  // The last handle of `s` is going.
+  void drop_last(FutureState* s) noexcept {
+    std::unique_lock lock(cmd_mu);
+    if (s->handles.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (io_stopped) {
+      lock.unlock();
+      forget_after_close(s);
+      return;
+    }
+    if (s->release_queued) return;
+    const bool was_empty = queues_empty();
+    try {
+      released.push_back(s);
+    } catch (...) {
+      return;  // out of memory: the key stays held until the client closes
+    }
+    s->release_queued = true;
+    lock.unlock();
+    if (was_empty) wake.notify();
+  }
+
+  // No I/O thread any more and no submit can revive `s` (the client is closed).
+  void forget_after_close(FutureState* s) noexcept {
+    {
+      std::lock_guard lock(mu);
+      futures.erase(s->key());
+    }
+    FutureState::destroy(s);  // may delete this core: nothing of it is touched after
+  }
+};
+
+namespace detail {
+
+FutureState* FutureState::create(std::string_view key, ClientCore* core) {
+  void* mem = ::operator new(sizeof(FutureState) + key.size());
+  auto* s = new (mem) FutureState(core, static_cast<std::uint32_t>(key.size()));
+  std::memcpy(reinterpret_cast<char*>(s + 1), key.data(), key.size());
+  core->retain();
+  return s;
+}
+
+void FutureState::destroy(FutureState* s) noexcept {
+  ClientCore* core = s->core;
+  s->~FutureState();
+  ::operator delete(s);
+  core->unref();
+}
+
+void future_retain(FutureState* s) noexcept { s->handles.fetch_add(1, std::memory_order_relaxed); }
+
+void future_drop(FutureState* s) noexcept {
+  std::uint32_t n = s->handles.load(std::memory_order_relaxed);
+  while (n > 1) {
+    if (s->handles.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) return;
+  }
+  s->core->drop_last(s);
+}
+
+std::string_view future_key(const FutureState& s) { return s.key(); }
+
 
 FutureStatus future_status(const FutureState& s) {
   std::lock_guard lock(s.core->mu);
@@ -195,7 +317,7 @@ bool wait_until(std::unique_lock<std::mutex>& lock, const FutureState& s, Timeou
                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                         timeout.value_or(std::chrono::nanoseconds(0)))
                                         .count()) +
-                     " ms waiting for " + s.key);
+                     " ms waiting for " + std::string(s.key()));
 }
 }  // namespace
 
@@ -204,7 +326,7 @@ bool future_wait(const FutureState& s, Timeout timeout) {
   return wait_until(lock, s, timeout, [&] { return s.status != FutureStatus::pending; });
 }
 
-std::shared_ptr<const std::string> future_value(const FutureState& cs, Timeout timeout) {
+const std::string& future_value(const FutureState& cs, Timeout timeout) {
   auto& s = const_cast<FutureState&>(cs);
   std::unique_lock lock(s.core->mu);
   const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
@@ -216,22 +338,22 @@ std::shared_ptr<const std::string> future_value(const FutureState& cs, Timeout t
   if (!wait_until(lock, s, left(), [&] { return s.status != FutureStatus::pending; })) {
     throw_timeout(s, timeout);
   }
-  if (s.status == FutureStatus::finished && !s.value) {
+  if (s.status == FutureStatus::finished && !s.has_value) {
     if (!s.fetching) {
       s.fetching = true;
-      Command c{Command::Type::fetch, {}, 0, 0, s.key,
+      Command c{Command::Type::fetch, {}, 0, 0, std::string(s.key()),
                 s.holders ? *s.holders : std::vector<std::string>{}};
       lock.unlock();
       s.core->push(std::move(c));
       lock.lock();
     }
     if (!wait_until(lock, s, left(),
-                    [&] { return s.value != nullptr || s.status != FutureStatus::finished; })) {
+                    [&] { return s.has_value || s.status != FutureStatus::finished; })) {
       throw_timeout(s, timeout);
     }
   }
-  if (s.status == FutureStatus::finished && s.value) return s.value;
-  std::rethrow_exception(make_task_error(s.key, s.error_info()));
+  if (s.status == FutureStatus::finished && s.has_value) return s.value;
+  std::rethrow_exception(make_task_error(std::string(s.key()), s.error_info()));
 }
 
 std::exception_ptr future_exception(const FutureState& s, Timeout timeout) {
@@ -240,16 +362,17 @@ std::exception_ptr future_exception(const FutureState& s, Timeout timeout) {
     throw_timeout(s, timeout);
   }
   if (s.status == FutureStatus::finished) return nullptr;
-  return make_task_error(s.key, s.error_info());
+  return make_task_error(std::string(s.key()), s.error_info());
 }
 
 void future_cancel(const FutureState& s) {
-  s.core->push(Command{Command::Type::cancel, {}, 0, 0, s.key, {}});
+  s.core->push(Command{Command::Type::cancel, {}, 0, 0, std::string(s.key()), {}});
 }
 
 void throw_result_type_error(const FutureState& s, const std::string& type,
                              const std::string& what) {
-  throw ResultTypeError("result of " + s.key + " does not decode as " + type + ": " + what);
+  throw ResultTypeError("result of " + std::string(s.key()) + " does not decode as " + type + ": " +
+                        what);
 }
 
 }  // namespace detail
@@ -258,8 +381,7 @@ void throw_result_type_error(const FutureState& s, const std::string& type,
 
 struct Client::Impl {
   Impl(const config::Config& cfg, std::string addr)
-      : config(cfg), address(std::move(addr)), core(std::make_shared<ClientCore>()),
-        log(logger("client")) {
+      : config(cfg), address(std::move(addr)), core(new ClientCore), log(logger("client")) {
     connect_timeout = std::chrono::milliseconds(config.get_int("client.connect-timeout-ms"));
     death_timeout = std::chrono::milliseconds(config.get_int("client.death-timeout-ms"));
     core->fetch_timeout = connect_timeout;
@@ -283,8 +405,25 @@ struct Client::Impl {
 
   void close() {
     stop_io();
-    std::lock_guard lock(core->mu);
-    fail_pending_locked("the client was closed");
+    std::vector<FutureState*> gone;
+    {
+      std::lock_guard lock(core->mu);
+      fail_pending_locked("the client was closed");
+      std::lock_guard cmd_lock(core->cmd_mu);
+      core->io_stopped = true;
+      core->commands.clear();
+      core->queued_tasks = 0;
+      for (FutureState* s : core->released) {
+        s->release_queued = false;
+        if (s->handles.load(std::memory_order_acquire) == 0) {
+          core->futures.erase(s->key());
+          gone.push_back(s);
+        }
+      }
+      core->released.clear();
+    }
+    core->room.notify_all();
+    for (FutureState* s : gone) FutureState::destroy(s);
     if (cluster) cluster.reset();
   }
 
@@ -300,25 +439,19 @@ struct Client::Impl {
   void fail_pending_locked(const std::string& reason) {
     core->closed = true;
     core->closed_reason = reason;
-    for (auto& [k, entry] : core->futures) {
-      if (auto s = entry.state.lock()) {
-        if (s->status == FutureStatus::pending ||
-            (s->status == FutureStatus::finished && !s->value)) {
-          s->status = FutureStatus::error;
-          s->fail(ErrorInfo{ErrorKind::scheduler_error, "plexus::ConnectionError", reason, "", ""});
-        }
-        dropped.push_back(std::move(s));  // destroyed outside the lock
+    for (FutureState* s : core->futures) {
+      if (s->status == FutureStatus::pending ||
+          (s->status == FutureStatus::finished && !s->has_value)) {
+        s->status = FutureStatus::error;
+        s->fail(ErrorInfo{ErrorKind::scheduler_error, "plexus::ConnectionError", reason, "", ""});
       }
     }
     core->cv.notify_all();
   }
 
   // ---- user threads ----
-  std::vector<std::shared_ptr<detail::FutureState>> submit(const SubmitOptions& o,
-                                                           std::vector<EncodedCall> calls) {
-    std::vector<PendingTask> fresh;
-    std::vector<std::shared_ptr<detail::FutureState>> result;
-    result.reserve(calls.size());
+  std::vector<detail::FutureRef> submit(const SubmitOptions& o, std::vector<EncodedCall> calls,
+                                        bool single) {
     std::vector<std::string> keys;
     keys.reserve(calls.size());
     for (auto& c : calls) {
@@ -326,7 +459,9 @@ struct Client::Impl {
         throw std::invalid_argument("task name '" + c.name +
                                     "' must be '<plugin>.<task>', e.g. 'math.inc'");
       }
-      if (!o.key.empty() && calls.size() == 1) {
+      if (!c.key.empty()) {
+        keys.push_back(std::move(c.key));
+      } else if (single && !o.key.empty()) {
         keys.push_back(o.key);
       } else if (o.pure) {
         keys.push_back(task_key(c.name, c.args));
@@ -334,27 +469,32 @@ struct Client::Impl {
         keys.push_back(random_task_key(c.name));
       }
     }
-    {
-      std::lock_guard lock(core->mu);
-      if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
-      for (std::size_t i = 0; i < calls.size(); ++i) {
-        auto& entry = core->futures[keys[i]];
-        auto s = entry.state.lock();
-        if (!s) {
-          s = std::make_shared<detail::FutureState>(std::move(keys[i]), core);
-          entry.state = s;
-          ++entry.refs;  // robin_map: `entry` is a reference into the slot
-          auto& c = calls[i];
-          std::sort(c.refs.begin(), c.refs.end());
-          c.refs.erase(std::unique(c.refs.begin(), c.refs.end()), c.refs.end());
-          fresh.push_back({s, std::move(c.name), std::move(c.args), std::move(c.refs)});
-        }
-        result.push_back(std::move(s));
+    core->wait_for_room();
+    std::vector<detail::FutureRef> result;
+    result.reserve(calls.size());
+    std::vector<PendingTask> fresh;
+    std::lock_guard lock(core->mu);
+    if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
+    for (std::size_t i = 0; i < calls.size(); ++i) {
+      auto it = core->futures.find(std::string_view(keys[i]));
+      if (it != core->futures.end()) {  // held already (perhaps only by a queued release)
+        FutureState* s = *it;
+        s->handles.fetch_add(1, std::memory_order_relaxed);
+        result.emplace_back(s);
+        continue;
       }
+      FutureState* s = FutureState::create(keys[i], core.get());
+      result.emplace_back(s);
+      core->futures.insert(s);
+      auto& c = calls[i];
+      std::sort(c.refs.begin(), c.refs.end());
+      c.refs.erase(std::unique(c.refs.begin(), c.refs.end()), c.refs.end());
+      fresh.push_back({s, std::move(c.name), std::move(c.args), std::move(c.refs)});
     }
+    // Queued under core->mu, so submits reach the scheduler in the order their keys were
+    // registered: a task using a future that another thread has just created comes after it.
     if (!fresh.empty()) {
-      Command cmd{Command::Type::submit, std::move(fresh), o.retries, o.priority, {}, {}};
-      core->push(std::move(cmd));
+      core->push(Command{Command::Type::submit, std::move(fresh), o.retries, o.priority, {}, {}});
     }
     return result;
   }
@@ -464,7 +604,6 @@ struct Client::Impl {
                             std::to_string(death_timeout.count()) + " ms)");
       }
       flush();
-      dropped.clear();
     }
   }
 
@@ -474,13 +613,21 @@ struct Client::Impl {
       std::lock_guard lock(core->cmd_mu);
       cmds.swap(core->commands);
       released.swap(core->released);
+      for (FutureState* s : released) s->release_queued = false;
+      core->queued_tasks = 0;
     }
+    core->room.notify_all();
     for (auto& c : cmds) {
       switch (c.type) {
         case Command::Type::submit: {
+          std::string_view last_name;
+          fb::Offset<fb::String> n;
           for (auto& t : c.tasks) {
-            auto k = out.str(t.state->key);
-            auto n = out.str(t.name);
+            auto k = out.str(t.state->key());
+            if (t.name != last_name || n.IsNull()) {  // a map repeats one name
+              n = out.str(t.name);
+              last_name = t.name;
+            }
             auto a = out.bytes(t.args);
             fb::Offset<fb::Vector<fb::Offset<fb::String>>> d;
             if (!t.deps.empty()) {
@@ -490,7 +637,10 @@ struct Client::Impl {
             }
             specs.push_back(wire::CreateTaskSpec(out.fbb(), k, n, a, d, c.retries, c.priority));
             // Keep messages moderate so the scheduler can start while the rest streams in.
-            if (specs.size() >= 8192) flush();
+            if (specs.size() >= 8192) {
+              flush();
+              n = {};
+            }
           }
           break;
         }
@@ -502,21 +652,19 @@ struct Client::Impl {
           break;
       }
     }
-    // Releases go after this turn's submits: a submit taken in the same turn may depend on a
-    // released key, and the scheduler must see the dependent before the release.
+    // Releases go after this turn's submits (taken in the same critical section): a submit taken
+    // now may depend on a released key, and the scheduler must see the dependent first.
     if (!released.empty()) {
       std::lock_guard lock(core->mu);
-      for (const auto& key : released) release(key);
+      std::lock_guard cmd_lock(core->cmd_mu);
+      for (FutureState* s : released) {
+        // Revived by a submit, or queued again (then handled next turn): keep it.
+        if (s->handles.load(std::memory_order_acquire) != 0 || s->release_queued) continue;
+        core->futures.erase(s->key());
+        releases.push_back(out.str(s->key()));
+        FutureState::destroy(s);
+      }
       released.clear();
-    }
-  }
-
-  // One FutureState for `key` is gone; caller holds core->mu.
-  void release(const std::string& key) {
-    auto it = core->futures.find(key);
-    if (it != core->futures.end() && --it.value().refs == 0) {
-      core->futures.erase(it);
-      releases.push_back(out.str(key));
     }
   }
 
@@ -576,15 +724,14 @@ struct Client::Impl {
   void on_report(const wire::KeyReport& r) {
     auto it = core->futures.find(wire::view(r.key()));
     if (it == core->futures.end()) return;
-    auto s = it->second.state.lock();
-    if (!s) return;
+    FutureState* s = *it;
     switch (r.status()) {
       case wire::KeyStatus::memory:
         s->status = FutureStatus::finished;
         s->fetching = false;  // a value reported again may be fetched again
         if (r.inline_data()) {
-          s->value = std::make_shared<const std::string>(wire::view(r.data()));
-        } else {  // where to fetch it from
+          s->set_value(wire::view(r.data()));
+        } else if (!s->has_value) {  // where to fetch it from
           s->holders = std::make_unique<std::vector<std::string>>(wire::strings(r.holders()));
         }
         break;
@@ -607,7 +754,6 @@ struct Client::Impl {
         s->error->kind = ErrorKind::lost;
         break;
     }
-    dropped.push_back(std::move(s));
   }
 
   // ---- fetching results held on workers ----
@@ -636,16 +782,14 @@ struct Client::Impl {
     std::string where;
     for (const auto& h : holders) where += (where.empty() ? "" : ", ") + h;
     std::lock_guard lock(core->mu);
-    auto it = core->futures.find(key);
+    auto it = core->futures.find(std::string_view(key));
     if (it == core->futures.end()) return;
-    if (auto s = it->second.state.lock()) {
-      s->status = FutureStatus::lost;
-      s->fail(ErrorInfo{ErrorKind::lost, "plexus::DataLostError",
-                        "the result could not be fetched from any worker holding it (" +
-                            (where.empty() ? std::string("none") : where) + ")",
-                        "", ""});
-      dropped.push_back(std::move(s));
-    }
+    FutureState* s = *it;
+    s->status = FutureStatus::lost;
+    s->fail(ErrorInfo{ErrorKind::lost, "plexus::DataLostError",
+                      "the result could not be fetched from any worker holding it (" +
+                          (where.empty() ? std::string("none") : where) + ")",
+                      "", ""});
     core->cv.notify_all();
   }
 
@@ -687,15 +831,11 @@ struct Client::Impl {
       fetches.erase(it);
       auto found = wire::strings(reply->found());
       if (found.size() == 1 && frames.size() >= 2 && found[0] == key) {
-        auto v = std::make_shared<const std::string>(static_cast<const char*>(frames[1].data()),
-                                                     frames[1].size());
         std::lock_guard lock(core->mu);
-        auto fit = core->futures.find(key);
+        auto fit = core->futures.find(std::string_view(key));
         if (fit != core->futures.end()) {
-          if (auto s = fit->second.state.lock()) {
-            s->value = std::move(v);
-            dropped.push_back(std::move(s));
-          }
+          (*fit)->set_value(std::string_view(static_cast<const char*>(frames[1].data()),
+                                             frames[1].size()));
         }
         core->cv.notify_all();
       } else {
@@ -706,7 +846,10 @@ struct Client::Impl {
 
   config::Config config;
   std::string address;
-  std::shared_ptr<ClientCore> core;
+  struct CoreUnref {
+    void operator()(ClientCore* c) const noexcept { c->unref(); }
+  };
+  std::unique_ptr<ClientCore, CoreUnref> core;
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<LocalCluster> cluster;
   std::chrono::milliseconds connect_timeout{10000};
@@ -724,14 +867,12 @@ struct Client::Impl {
   wire::OutBatch out;
   std::vector<fb::Offset<wire::TaskSpec>> specs;
   std::vector<fb::Offset<fb::String>> releases;
-  std::vector<std::string> released;  // swapped with core->released each turn
+  std::vector<FutureState*> released;  // swapped with core->released each turn
   std::vector<fb::Offset<fb::String>> cancels;
   std::unordered_map<std::uint64_t, std::pair<std::string, Fetch>> fetches;
   std::uint64_t next_request = 1;
   std::unordered_map<std::string, zmq::socket_t> peer_sockets;
   bool peers_changed = true;
-  // References taken under core->mu, released outside it (see ~FutureState).
-  std::vector<std::shared_ptr<detail::FutureState>> dropped;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -780,16 +921,15 @@ void Client::close() {
 
 const std::string& Client::scheduler_address() const { return impl_->address; }
 
-std::shared_ptr<detail::FutureState> Client::submit_encoded(const SubmitOptions& options,
-                                                            EncodedCall call) {
+detail::FutureRef Client::submit_encoded(const SubmitOptions& options, EncodedCall call) {
   std::vector<EncodedCall> calls;
   calls.push_back(std::move(call));
-  return impl_->submit(options, std::move(calls)).front();
+  return std::move(impl_->submit(options, std::move(calls), /*single=*/true).front());
 }
 
-std::vector<std::shared_ptr<detail::FutureState>> Client::submit_encoded_many(
-    const SubmitOptions& options, std::vector<EncodedCall> calls) {
-  return impl_->submit(options, std::move(calls));
+std::vector<detail::FutureRef> Client::submit_encoded_many(const SubmitOptions& options,
+                                                           std::vector<EncodedCall> calls) {
+  return impl_->submit(options, std::move(calls), /*single=*/false);
 }
 
 }  // namespace plexus

@@ -51,7 +51,7 @@ ErrorInfo make_error(ErrorKind kind, const char* type, std::string message) {
 CallResult failed(ErrorInfo error) {
   CallResult r;
   r.ok = false;
-  r.error = std::move(error);
+  r.error = std::make_unique<ErrorInfo>(std::move(error));
   return r;
 }
 

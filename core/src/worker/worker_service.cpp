@@ -180,10 +180,10 @@ void executor_loop(Shared& sh) {
       }
     } catch (const std::exception& e) {
       out.result.ok = false;
-      out.result.error.kind = ErrorKind::bad_arguments;
-      out.result.error.type = "plexus::DecodeError";
-      out.result.error.message =
-          std::string("malformed arguments for task '") + job.name + "': " + e.what();
+      out.result.error = std::make_unique<ErrorInfo>(
+          ErrorInfo{ErrorKind::bad_arguments, "plexus::DecodeError",
+                    std::string("malformed arguments for task '") + job.name + "': " + e.what(),
+                    "", ""});
     }
     out.duration_us = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
@@ -282,7 +282,7 @@ struct WorkerService::Impl {
     b.reset();
   }
 
-  void report_done(const std::string& key, const Value& v, std::uint64_t duration_us) {
+  void report_done(std::string_view key, const Value& v, std::uint64_t duration_us) {
     auto& b = sched_out;
     bool small = v->size() <= options.comm.inline_threshold;
     auto k = b.str(key);
@@ -301,7 +301,7 @@ struct WorkerService::Impl {
 
   // ---- task handling ----
   void on_compute(const wire::ComputeTask& t) {
-    std::string key(wire::view(t.key()));
+    const std::string_view key = wire::view(t.key());
     if (key.empty() || !t.name()) return;
     if (auto s = store.find(key); s != store.end()) {
       report_done(key, s->second, 0);  // already here (e.g. recomputed elsewhere and fetched)
@@ -323,7 +323,7 @@ struct WorkerService::Impl {
         if (store.count(dk)) continue;
         ++rec.missing;
         FetchState& f = fetches[dk];
-        f.waiting_tasks.push_back(key);
+        f.waiting_tasks.emplace_back(key);
         for (auto& h : wire::strings(d->holders())) {
           if (h == bound_data) continue;
           if (std::find(f.holders.begin(), f.holders.end(), h) == f.holders.end()) {
@@ -334,8 +334,8 @@ struct WorkerService::Impl {
       }
     }
     bool ready = rec.missing == 0;
-    auto& slot = tasks[key] = std::move(rec);
-    if (ready) enqueue(key, slot);
+    auto it = tasks.try_emplace(std::string(key), std::move(rec)).first;
+    if (ready) enqueue(it->first, it.value());
   }
 
   // Stages a ready task; dispatch_jobs() hands the turn's jobs to the executors in one go.
@@ -394,8 +394,9 @@ struct WorkerService::Impl {
   }
 
   // Every change to `store` goes through these two, which keep store_bytes exact.
-  void keep_value(const std::string& key, Value v) {
-    auto [it, inserted] = store.try_emplace(key, v);
+  template <class K>
+  void keep_value(K&& key, Value v) {
+    auto [it, inserted] = store.try_emplace(std::forward<K>(key), v);
     if (!inserted) {
       store_bytes -= it->second->size();
       it.value() = v;
@@ -422,10 +423,10 @@ struct WorkerService::Impl {
       if (freed) continue;
       if (r.result.ok) {
         auto v = std::make_shared<const Blob>(std::move(r.result.value));
-        keep_value(r.key, v);
         report_done(r.key, v, r.duration_us);
+        keep_value(std::move(r.key), std::move(v));
       } else {
-        report_failed(r.key, std::move(r.result.error), r.duration_us);
+        report_failed(r.key, std::move(*r.result.error), r.duration_us);
       }
     }
   }

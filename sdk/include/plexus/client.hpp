@@ -22,6 +22,7 @@
 #include <plexus/codec.hpp>
 #include <plexus/errors.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -35,19 +36,50 @@
 
 namespace plexus {
 
-enum class FutureStatus { pending, finished, error, cancelled, lost };
+enum class FutureStatus : std::uint8_t { pending, finished, error, cancelled, lost };
 const char* to_string(FutureStatus status);
 
 namespace detail {
 class FutureState;
 using Timeout = std::optional<std::chrono::nanoseconds>;
-const std::string& future_key(const FutureState& s);
+
+void future_retain(FutureState* s) noexcept;
+/// Drops one handle; the last one queues the key's release with the client.
+void future_drop(FutureState* s) noexcept;
+
+/// A counted handle on a FutureState (one small allocation per key, holding the key inline).
+/// Copies are an atomic increment; when the last handle of a key goes, the client releases it.
+class FutureRef {
+ public:
+  FutureRef() = default;
+  /// Adopts a handle already counted in `s`.
+  explicit FutureRef(FutureState* s) noexcept : s_(s) {}
+  FutureRef(const FutureRef& o) noexcept : s_(o.s_) {
+    if (s_) future_retain(s_);
+  }
+  FutureRef(FutureRef&& o) noexcept : s_(o.s_) { o.s_ = nullptr; }
+  FutureRef& operator=(FutureRef o) noexcept {
+    std::swap(s_, o.s_);
+    return *this;
+  }
+  ~FutureRef() {
+    if (s_) future_drop(s_);
+  }
+  FutureState& operator*() const noexcept { return *s_; }
+  FutureState* get() const noexcept { return s_; }
+  explicit operator bool() const noexcept { return s_ != nullptr; }
+
+ private:
+  FutureState* s_ = nullptr;
+};
+
+std::string_view future_key(const FutureState& s);
 FutureStatus future_status(const FutureState& s);
 /// Waits until the future is no longer pending; false on timeout.
 bool future_wait(const FutureState& s, Timeout timeout);
-/// The encoded result, fetched from the cluster if needed. Throws the task's typed error,
-/// TimeoutError or ConnectionError.
-std::shared_ptr<const std::string> future_value(const FutureState& s, Timeout timeout);
+/// The encoded result, fetched from the cluster if needed; valid while the future lives. Throws
+/// the task's typed error, TimeoutError or ConnectionError.
+const std::string& future_value(const FutureState& s, Timeout timeout);
 std::exception_ptr future_exception(const FutureState& s, Timeout timeout);
 void future_cancel(const FutureState& s);
 [[noreturn]] void throw_result_type_error(const FutureState& s, const std::string& type,
@@ -59,14 +91,14 @@ template <class T>
 class Future {
  public:
   Future() = default;
-  explicit Future(std::shared_ptr<detail::FutureState> state) : state_(std::move(state)) {}
+  explicit Future(detail::FutureRef state) : state_(std::move(state)) {}
 
-  /// The task key, e.g. "math.inc-3f2a...".
-  const std::string& key() const { return detail::future_key(*state_); }
+  /// The task key, e.g. "math.inc-3f2a..."; valid while this future (or a copy) lives.
+  std::string_view key() const { return detail::future_key(*state_); }
   FutureStatus status() const { return detail::future_status(*state_); }
   /// True once finished, erred, cancelled or lost.
   bool done() const { return status() != FutureStatus::pending; }
-  bool valid() const { return state_ != nullptr; }
+  bool valid() const { return static_cast<bool>(state_); }
 
   /// Blocks until the result is available and returns it. Throws the remote failure as a
   /// plexus::TaskError subclass, ResultTypeError if it does not decode as T.
@@ -92,18 +124,18 @@ class Future {
   /// Cancels the task for every client; waiting calls then throw CancelledError.
   void cancel() const { detail::future_cancel(*state_); }
 
-  const std::shared_ptr<detail::FutureState>& state() const { return state_; }
+  const detail::FutureRef& state() const { return state_; }
 
  private:
-  T decode_value(const std::shared_ptr<const std::string>& bytes) const {
+  T decode_value(const std::string& bytes) const {
     try {
-      return plexus::decode<T>(std::string_view(*bytes));
+      return plexus::decode<T>(std::string_view(bytes));
     } catch (const DecodeError& e) {
       detail::throw_result_type_error(*state_, codec<T>::type_name(), e.what());
     }
   }
 
-  std::shared_ptr<detail::FutureState> state_;
+  detail::FutureRef state_;
 };
 
 /// A future as a task argument: it travels as a reference to its key, and the worker receives
@@ -117,7 +149,7 @@ struct codec<Future<T>> {
 struct SubmitOptions {
   /// Deterministic key from name and arguments (reused if already computed); false: random key.
   bool pure = true;
-  /// Explicit key; overrides `pure`.
+  /// Explicit key; overrides `pure`. For map, a prefix: element i gets "<key>-<i>".
   std::string key;
   /// How many times to rerun the task after it throws.
   std::uint32_t retries = 0;
@@ -141,6 +173,7 @@ struct EncodedCall {
   std::string name;
   std::string args;
   std::vector<std::string> refs;
+  std::string key;  // explicit key; empty: from SubmitOptions
 };
 
 class Client {
@@ -188,15 +221,22 @@ class Client {
     if (((more.size() != first.size()) || ...)) {
       throw std::invalid_argument("Client::map: argument vectors differ in length");
     }
-    std::vector<EncodedCall> calls;
-    calls.reserve(first.size());
-    for (std::size_t i = 0; i < first.size(); ++i) {
-      calls.push_back(encode_call(task, first[i], more[i]...));
-    }
-    auto states = submit_encoded_many(options, std::move(calls));
+    // Encoded and handed over in slices, so a large map never holds all its encoded calls at
+    // once: the client's memory is the futures, not a copy of every argument list.
+    constexpr std::size_t kSlice = 1024;
     std::vector<Future<R>> out;
-    out.reserve(states.size());
-    for (auto& s : states) out.emplace_back(std::move(s));
+    out.reserve(first.size());
+    std::vector<EncodedCall> calls;
+    for (std::size_t begin = 0; begin < first.size(); begin += kSlice) {
+      const std::size_t end = std::min(first.size(), begin + kSlice);
+      calls.clear();
+      calls.reserve(end - begin);
+      for (std::size_t i = begin; i < end; ++i) {
+        calls.push_back(encode_call(task, first[i], more[i]...));
+        if (!options.key.empty()) calls.back().key = options.key + "-" + std::to_string(i);
+      }
+      for (auto& s : submit_encoded_many(options, std::move(calls))) out.emplace_back(std::move(s));
+    }
     return out;
   }
 
@@ -210,10 +250,10 @@ class Client {
   }
 
   /// Untyped submission of already encoded arguments (an encoded list), as the CLI does.
-  std::shared_ptr<detail::FutureState> submit_encoded(const SubmitOptions& options,
-                                                      EncodedCall call);
-  std::vector<std::shared_ptr<detail::FutureState>> submit_encoded_many(
-      const SubmitOptions& options, std::vector<EncodedCall> calls);
+  /// submit_encoded_many ignores SubmitOptions::key (give each call its own key instead).
+  detail::FutureRef submit_encoded(const SubmitOptions& options, EncodedCall call);
+  std::vector<detail::FutureRef> submit_encoded_many(const SubmitOptions& options,
+                                                     std::vector<EncodedCall> calls);
 
   /// Encodes a call: the argument list, with futures recorded as dependencies.
   template <class... A>

@@ -32,7 +32,9 @@ namespace plexus::worker {
 struct CallResult {
   bool ok = false;
   std::string value;  // encoded result when ok
-  ErrorInfo error;    // kind exception / bad_arguments / unknown_task / plugin_error otherwise
+  // Otherwise (kind exception / bad_arguments / unknown_task / plugin_error); out of line, so a
+  // successful call moves one string.
+  std::unique_ptr<ErrorInfo> error;
 };
 
 struct PluginInfo {
