@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <regex>
@@ -207,6 +208,101 @@ TEST_P(ClientApiTest, DroppingADependencyRightAfterSubmittingItsDependentIsSafe)
       ASSERT_EQ(Future<std::int64_t>(states[i]).result(20s), static_cast<std::int64_t>(i));
     }
   }
+}
+
+TEST_P(ClientApiTest, MapWithKeyOptionNamesEachElement) {
+  SubmitOptions options;
+  options.key = "squares-" + GetParam();
+  std::vector<std::int64_t> xs(1500);  // more than one of map's encoding slices
+  std::iota(xs.begin(), xs.end(), std::int64_t{0});
+  auto futures = client().map<std::int64_t>(options, "math.square", xs);
+  ASSERT_EQ(futures.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    ASSERT_EQ(futures[i].key(), options.key + "-" + std::to_string(i));
+  }
+  auto values = client().gather(futures);
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(values[i], xs[i] * xs[i]) << i;
+}
+
+// Submitting a key again while the release of its last future is still queued revives it: the
+// scheduler keeps the key, and the new future gets the value.
+TEST_P(ClientApiTest, ResubmittingAKeyRightAfterDroppingItKeepsIt) {
+  SubmitOptions options;
+  options.key = "revived-" + GetParam();
+  for (int round = 0; round < 200; ++round) {
+    {
+      auto first = client().submit<std::int64_t>(options, "math.inc", std::int64_t{1});
+      if (round % 2 == 0) ASSERT_EQ(first.result(10s), 2);
+    }
+    auto again = client().submit<std::int64_t>(options, "math.inc", std::int64_t{1});
+    std::int64_t v = 0;
+    try {
+      v = again.result(10s);
+    } catch (const std::exception& e) {
+      FAIL() << "round " << round << ": " << e.what();
+    }
+    ASSERT_EQ(v, 2) << "round " << round;
+    ASSERT_EQ(again.key(), options.key);
+  }
+}
+
+// Threads that submit, pass futures to each other and drop them at once: every dependent sees
+// its dependency (submits reach the scheduler in the order their keys were registered) and no
+// key is freed while a future for it lives.
+TEST_P(ClientApiTest, ThreadsSharingAndDroppingFuturesConcurrently) {
+  const SubmitOptions impure{.pure = false};
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 150;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads, 0);
+  std::mutex handoff_mu;
+  std::vector<Future<std::int64_t>> handoff;  // futures made by one thread, used by another
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < kRounds; ++r) {
+        auto a = client().submit<std::int64_t>(impure, "math.inc", std::int64_t{r});
+        Future<std::int64_t> other;
+        {
+          std::lock_guard lock(handoff_mu);
+          handoff.push_back(a);
+          if (handoff.size() > 8) {
+            other = handoff.front();
+            handoff.erase(handoff.begin());
+          }
+        }
+        auto b = client().submit<std::int64_t>(impure, "math.inc", a);
+        a = Future<std::int64_t>();  // dropped right after its dependent was submitted
+        try {
+          if (b.result(20s) != r + 2) ++failures[t];
+          if (other.valid()) {
+            auto c = client().submit<std::int64_t>(impure, "math.inc", other);
+            const std::int64_t base = other.result(20s);
+            other = Future<std::int64_t>();
+            if (c.result(20s) != base + 1) ++failures[t];
+          }
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << "thread " << t << " round " << r << ": " << e.what();
+          ++failures[t];
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  handoff.clear();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+}
+
+// Futures outlive their client: what they know stays readable, and dropping them later is safe.
+TEST_P(ClientApiTest, FuturesOutliveTheirClient) {
+  auto done = client().submit<std::int64_t>("math.inc", std::int64_t{5});
+  ASSERT_EQ(done.result(10s), 6);
+  auto pending = client().submit<std::int64_t>("testing.sleep_ms", std::int64_t{5000});
+  auto copy = pending;
+  client().close();
+  client_.reset();
+  EXPECT_EQ(done.result(1s), 6);
+  EXPECT_EQ(pending.status(), FutureStatus::error);
+  EXPECT_THROW(copy.result(1s), TaskError);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),

@@ -54,7 +54,10 @@ struct Peer {
   bool warned_malformed = false;
 };
 
-// Messages for one peer, gathered during a turn and sent as one batch.
+// Messages for one peer, gathered during a turn and sent as one batch. A worker must see compute
+// and free requests in the order they were made (a key freed and then computed again must not
+// arrive as compute-then-free): at most one of `computes` and `frees` is open at a time, and
+// switching closes the other into its envelope.
 struct Pending {
   wire::OutBatch batch;
   std::vector<fb::Offset<wire::ComputeTask>> computes;
@@ -101,8 +104,20 @@ struct SchedulerService::Impl final : SchedulerOutbox {
     return p;
   }
 
+  static void close_computes(Pending& p) {
+    if (p.computes.empty()) return;
+    p.batch.add(wire::CreateCompute(p.batch.fbb(), p.batch.fbb().CreateVector(p.computes)));
+    p.computes.clear();
+  }
+  static void close_frees(Pending& p) {
+    if (p.frees.empty()) return;
+    p.batch.add(wire::CreateFreeKeys(p.batch.fbb(), p.batch.fbb().CreateVector(p.frees)));
+    p.frees.clear();
+  }
+
   void compute(PeerId worker, const ComputeRequest& r) override {
     Pending& p = pending(worker);
+    close_frees(p);
     auto& b = p.batch;
     std::vector<fb::Offset<wire::DepLocation>> deps;
     deps.reserve(r.deps.size());
@@ -124,6 +139,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
 
   void free_key(PeerId worker, std::string_view key) override {
     Pending& p = pending(worker);
+    close_computes(p);
     p.frees.push_back(p.batch.str(key));
   }
 
@@ -148,6 +164,8 @@ struct SchedulerService::Impl final : SchedulerOutbox {
 
   void shutdown_worker(PeerId worker, std::string_view reason) override {
     Pending& p = pending(worker);
+    close_computes(p);
+    close_frees(p);
     p.batch.add(wire::CreateShutdown(p.batch.fbb(), p.batch.str(reason)));
   }
 
@@ -157,17 +175,11 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       Pending& p = out[peer];
       p.queued = false;
       auto& b = p.batch;
-      if (!p.computes.empty()) {
-        b.add(wire::CreateCompute(b.fbb(), b.fbb().CreateVector(p.computes)));
-        p.computes.clear();
-      }
+      close_computes(p);
+      close_frees(p);
       if (!p.reports.empty()) {
         b.add(wire::CreateReports(b.fbb(), b.fbb().CreateVector(p.reports)));
         p.reports.clear();
-      }
-      if (!p.frees.empty()) {
-        b.add(wire::CreateFreeKeys(b.fbb(), b.fbb().CreateVector(p.frees)));
-        p.frees.clear();
       }
       if (!b.empty()) send(peer, b.finish());
       b.reset();
