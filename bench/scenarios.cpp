@@ -256,12 +256,12 @@ Json transfer(BenchCluster& cluster, const ScenarioArgs& args) {
         continue;
       }
       auto t0 = Clock::now();
-      auto c = client.submit<std::int64_t>(impure(), "testing.total_len", a, b).result();
+      auto c = client.submit<std::int64_t>(impure(), "testing.total_len_view", a, b).result();
       rep.consumer_s = seconds_since(t0);
       require(c == 2 * half, "transfer: wrong total_len");
       // The same consumer on data already local (both arguments are the same key).
       auto t1 = Clock::now();
-      auto d = client.submit<std::int64_t>(impure(), "testing.total_len", a, a).result();
+      auto d = client.submit<std::int64_t>(impure(), "testing.total_len_view", a, a).result();
       rep.local_s = seconds_since(t1);
       require(d == 2 * half, "transfer: wrong total_len on local data");
       return rep;
@@ -302,8 +302,9 @@ Json transfer(BenchCluster& cluster, const ScenarioArgs& args) {
   out["method"] =
       "per rep: two testing.bytes(" + std::to_string(half) +
       ") producers submitted together land one per idle worker (checked: both workers' VmRSS "
-      "grow by > half the payload, else retried); consumer testing.total_len(a, b) submit->result "
-      "must fetch one input from the other worker; local baseline = testing.total_len(a, a) on "
+      "grow by > half the payload, else retried); consumer testing.total_len_view(a, b) (reads "
+      "its inputs in place) submit->result must fetch one input from the other worker; local "
+      "baseline = testing.total_len_view(a, a) on "
       "a's holder (same bytes decoded, nothing fetched). worker_transfer_s = consumer - baseline; "
       "MBps = moved MB / its median";
   return out;

@@ -165,6 +165,11 @@ std::int64_t total_len(const plexus::Bytes& a, const plexus::Bytes& b) {
   return static_cast<std::int64_t>(a.size() + b.size());
 }
 
+// The same, reading both inputs in place (no copy of either).
+std::int64_t total_len_view(plexus::BytesView a, plexus::BytesView b) {
+  return static_cast<std::int64_t>(a.size() + b.size());
+}
+
 std::int32_t add_i32(std::int32_t a, std::int32_t b) {
   std::int64_t sum = std::int64_t{a} + std::int64_t{b};
   if (sum < std::numeric_limits<std::int32_t>::min() ||
@@ -200,5 +205,6 @@ PLEXUS_PLUGIN(testing, "1.0.0", registry) {
       .add("wait_file", &t::wait_file)
       .add("worker_pid", &t::worker_pid)
       .add("dep_inc", &t::dep_inc)
-      .add("total_len", &t::total_len);
+      .add("total_len", &t::total_len)
+      .add("total_len_view", &t::total_len_view);
 }

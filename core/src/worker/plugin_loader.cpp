@@ -80,6 +80,7 @@ std::vector<std::string> candidate_files(std::string_view plugin) {
 // The host side of plexus_output: collects what the plugin reports. The callbacks copy and never
 // let an exception escape into plugin code.
 struct HostOutput {
+  const RefSource* deps = nullptr;
   bool has_result = false;
   bool has_error = false;
   bool out_of_memory = false;
@@ -96,6 +97,21 @@ void host_set_result(void* host, const unsigned char* data, std::size_t size) no
   } catch (...) {
     h->out_of_memory = true;
   }
+}
+
+int host_resolve(void* host, const char* key, std::size_t key_size, const unsigned char** data,
+                 std::size_t* size) noexcept {
+  const auto* h = static_cast<HostOutput*>(host);
+  if (!h->deps || !h->deps->resolve || !data || !size) return 1;
+  std::string_view value;
+  try {
+    if (!h->deps->resolve(h->deps->context, std::string_view(key, key_size), &value)) return 1;
+  } catch (...) {
+    return 1;
+  }
+  *data = reinterpret_cast<const unsigned char*>(value.data());
+  *size = value.size();
+  return 0;
 }
 
 void host_set_error(void* host, int /*status*/, const char* type, const char* message) noexcept {
@@ -320,9 +336,10 @@ PluginLoader::~PluginLoader() {
 namespace {
 
 CallResult invoke(std::string_view task_name, const plexus_task_entry& entry,
-                  std::string_view encoded_args) {
+                  std::string_view encoded_args, const RefSource* deps) {
   HostOutput host;
-  const plexus_output output{&host, &host_set_result, &host_set_error};
+  host.deps = deps;
+  const plexus_output output{&host, &host_set_result, &host_set_error, &host_resolve};
   int status = 0;
   try {
     status = entry.invoke(entry.context, reinterpret_cast<const unsigned char*>(encoded_args.data()),
@@ -368,14 +385,15 @@ CallResult invoke(std::string_view task_name, const plexus_task_entry& entry,
 
 }  // namespace
 
-CallResult PluginLoader::call(std::string_view task_name, std::string_view encoded_args) {
+CallResult PluginLoader::call(std::string_view task_name, std::string_view encoded_args,
+                              const RefSource* deps) {
   {
     std::shared_lock lock(impl_->table_mutex);
     auto it = impl_->task_table.find(task_name);
     if (it != impl_->task_table.end()) {
       const plexus_task_entry* entry = it->second;
       lock.unlock();  // the entry lives until the loader is destroyed
-      return invoke(task_name, *entry, encoded_args);
+      return invoke(task_name, *entry, encoded_args, deps);
     }
   }
 
@@ -405,7 +423,7 @@ CallResult PluginLoader::call(std::string_view task_name, std::string_view encod
                                  "'; it has: " +
                                  (names.empty() ? std::string("no tasks") : join(names, ", "))));
   }
-  return invoke(task_name, *it->second, encoded_args);
+  return invoke(task_name, *it->second, encoded_args, deps);
 }
 
 PluginInfo PluginLoader::describe(std::string_view plugin_name) {

@@ -71,47 +71,21 @@ std::string default_name() {
   return std::string(host) + "-" + std::to_string(::getpid());
 }
 
-// Copies `args`, replacing each future reference by the value of that key.
-void substitute(Reader& r, Writer& w, const std::unordered_map<std::string, Value>& deps,
-                int depth) {
-  if (depth > Reader::kMaxDepth) throw DecodeError("arguments nested deeper than 64 levels");
-  Tag t = r.peek();
-  switch (t) {
-    case Tag::ref: {
-      std::string key(r.read_ref());
-      auto it = deps.find(key);
-      if (it == deps.end()) throw DecodeError("argument refers to unknown future '" + key + "'");
-      w.raw(it->second->view());
-      return;
-    }
-    case Tag::list: {
-      std::size_t n = r.read_list();
-      w.list(n);
-      for (std::size_t i = 0; i < n; ++i) substitute(r, w, deps, depth + 1);
-      return;
-    }
-    case Tag::map: {
-      std::size_t n = r.read_map();
-      w.map(n);
-      for (std::size_t i = 0; i < 2 * n; ++i) substitute(r, w, deps, depth + 1);
-      return;
-    }
-    default: {
-      const auto* start = r.position();
-      r.skip();
-      w.raw(std::string_view(reinterpret_cast<const char*>(start),
-                             static_cast<std::size_t>(r.position() - start)));
-      return;
-    }
-  }
-}
-
 struct Job {
   std::string key;
   std::string name;
   std::string args;
-  std::unordered_map<std::string, Value> deps;
+  KeyMap<Value> deps;  // the values of the futures among `args`, read in place by the task
 };
+
+// RefSource over a job's dependency values.
+bool resolve_dep(void* context, std::string_view key, std::string_view* value) {
+  const auto& deps = *static_cast<const KeyMap<Value>*>(context);
+  auto it = deps.find(key);
+  if (it == deps.end()) return false;
+  *value = it->second->view();
+  return true;
+}
 
 struct JobResult {
   std::string key;
@@ -166,25 +140,8 @@ void executor_loop(Shared& sh) {
     JobResult out;
     out.key = std::move(job.key);
     auto start = Clock::now();
-    try {
-      if (job.deps.empty()) {
-        out.result = sh.loader.call(job.name, job.args);
-      } else {
-        Reader r(job.args);
-        Writer w;
-        std::size_t total = job.args.size();
-        for (const auto& [k, v] : job.deps) total += v->size();
-        w.reserve(total);  // one allocation, even for 100 MB dependencies
-        substitute(r, w, job.deps, 0);
-        out.result = sh.loader.call(job.name, w.view());
-      }
-    } catch (const std::exception& e) {
-      out.result.ok = false;
-      out.result.error = std::make_unique<ErrorInfo>(
-          ErrorInfo{ErrorKind::bad_arguments, "plexus::DecodeError",
-                    std::string("malformed arguments for task '") + job.name + "': " + e.what(),
-                    "", ""});
-    }
+    const RefSource refs{&job.deps, &resolve_dep};
+    out.result = sh.loader.call(job.name, job.args, job.deps.empty() ? nullptr : &refs);
     out.duration_us = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
     bool was_empty;

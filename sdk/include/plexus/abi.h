@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PLEXUS_SDK_ABI_VERSION 1u
+#define PLEXUS_SDK_ABI_VERSION 2u
 #define PLEXUS_MANIFEST_SYMBOL "plexus_plugin_manifest"
 
 #if defined(_WIN32)
@@ -37,6 +37,12 @@ typedef struct plexus_output {
   void* host;
   void (*set_result)(void* host, const unsigned char* data, size_t size);
   void (*set_error)(void* host, int status, const char* type, const char* message);
+  /* Since ABI 2. The encoded value of a future among the arguments (the arguments carry a
+   * reference to its key): sets *data and *size to bytes that stay valid for the whole call and
+   * returns 0, or returns nonzero if the host has no such key. Null when the call has no futures.
+   * The plugin reads dependencies in place through it; nothing is spliced into `args`. */
+  int (*resolve)(void* host, const char* key, size_t key_size, const unsigned char** data,
+                 size_t* size);
 } plexus_output;
 
 typedef int (*plexus_invoke_fn)(const void* context, const unsigned char* args, size_t args_size,

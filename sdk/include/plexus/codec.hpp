@@ -34,6 +34,7 @@
 #include <optional>
 #include <set>
 #include <stdexcept>
+#include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -85,6 +86,9 @@ class DecodeError : public std::runtime_error {
 
 /// A byte buffer that travels as raw bytes (not as a list of integers).
 using Bytes = std::vector<std::byte>;
+/// The same bytes read in place: a task parameter of this type sees its argument without a copy
+/// (a 100 MB input costs nothing to decode). Valid for the duration of the task call only.
+using BytesView = std::span<const std::byte>;
 
 /// Appends encoded values to a byte string.
 class Writer {
@@ -152,23 +156,47 @@ class Writer {
   std::vector<std::string> refs_;
 };
 
+/// Where a Reader finds the value a future reference names: `resolve` sets `value` to the encoded
+/// value of `key` (which must stay valid while the Reader is used) and returns false if unknown.
+struct RefSource {
+  void* context = nullptr;
+  bool (*resolve)(void* context, std::string_view key, std::string_view* value) = nullptr;
+};
+
 /// Reads encoded values from a byte range it does not own. Every read checks bounds and tags and
 /// throws DecodeError with what was expected and what was found.
+///
+/// Given a RefSource, a future reference is read as the value it names, in place: the reader
+/// continues in that value's bytes and comes back after it (so a task reads a 100 MB dependency
+/// without anything copying it into its argument list).
 class Reader {
  public:
-  Reader(const void* data, std::size_t size)
-      : p_(static_cast<const std::uint8_t*>(data)), end_(p_ + size) {}
-  explicit Reader(std::string_view s) : Reader(s.data(), s.size()) {}
+  Reader(const void* data, std::size_t size, const RefSource* refs = nullptr)
+      : p_(static_cast<const std::uint8_t*>(data)), end_(p_ + size), refs_(refs) {}
+  explicit Reader(std::string_view s, const RefSource* refs = nullptr)
+      : Reader(s.data(), s.size(), refs) {}
 
-  bool at_end() const { return p_ == end_; }
+  bool at_end() const {
+    if (p_ != end_) return false;
+    for (const Frame& f : outer_) {
+      if (f.p != f.end) return false;
+    }
+    return true;
+  }
   std::size_t remaining() const { return static_cast<std::size_t>(end_ - p_); }
   const std::uint8_t* position() const { return p_; }
 
-  /// The tag of the next value, without consuming it.
-  Tag peek() const {
+  /// The tag of the next value, without consuming it. With a RefSource, a reference is followed
+  /// and the tag is that of the value it names.
+  Tag peek() {
+    while (p_ == end_ && !outer_.empty()) leave();
     if (p_ == end_) throw DecodeError("truncated value: expected more bytes");
     if (*p_ > static_cast<std::uint8_t>(Tag::ref)) {
       throw DecodeError("invalid value tag " + std::to_string(*p_));
+    }
+    if (*p_ == static_cast<std::uint8_t>(Tag::ref) && refs_) {
+      follow();
+      return peek();
     }
     return static_cast<Tag>(*p_);
   }
@@ -314,8 +342,34 @@ class Reader {
     return s;
   }
 
+  struct Frame {
+    const std::uint8_t* p;
+    const std::uint8_t* end;
+  };
+  // Continues in the value a reference names, remembering where to come back.
+  void follow() {
+    ++p_;
+    std::string_view key = sized();
+    if (outer_.size() >= kMaxDepth) throw DecodeError("references nested deeper than 64 levels");
+    std::string_view value;
+    if (!refs_->resolve || !refs_->resolve(refs_->context, key, &value)) {
+      throw DecodeError("argument refers to unknown future '" + std::string(key) + "'");
+    }
+    if (value.empty()) throw DecodeError("future '" + std::string(key) + "' has an empty value");
+    outer_.push_back({p_, end_});
+    p_ = reinterpret_cast<const std::uint8_t*>(value.data());
+    end_ = p_ + value.size();
+  }
+  void leave() {
+    p_ = outer_.back().p;
+    end_ = outer_.back().end;
+    outer_.pop_back();
+  }
+
   const std::uint8_t* p_;
   const std::uint8_t* end_;
+  const RefSource* refs_ = nullptr;
+  std::vector<Frame> outer_;  // where to continue after each followed reference
 };
 
 /// The customization point: specialize for user types (see the top of this file).
@@ -491,6 +545,19 @@ struct codec<std::vector<B>, std::enable_if_t<std::is_same_v<B, std::byte> ||
     std::vector<B> out(s.size());
     if (!s.empty()) std::memcpy(out.data(), s.data(), s.size());
     return out;
+  }
+};
+
+// Byte views (plexus::BytesView, std::span<const std::uint8_t>): decoded in place, pointing into
+// the buffer being read, so they live only as long as it does.
+template <class B>
+struct codec<std::span<const B>, std::enable_if_t<std::is_same_v<B, std::byte> ||
+                                                  std::is_same_v<B, std::uint8_t>>> {
+  static std::string type_name() { return "bytes"; }
+  static void encode(Writer& w, std::span<const B> v) { w.bytes(v.data(), v.size()); }
+  static std::span<const B> decode(Reader& r) {
+    std::string_view s = r.read_bytes();
+    return {reinterpret_cast<const B*>(s.data()), s.size()};
   }
 };
 

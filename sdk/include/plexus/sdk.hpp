@@ -85,6 +85,17 @@ std::string result_name() {
   }
 }
 
+/// RefSource::resolve over the host's plexus_output::resolve.
+inline bool resolve_through_host(void* context, std::string_view key, std::string_view* value) {
+  const auto* out = static_cast<const plexus_output*>(context);
+  if (!out->resolve) return false;
+  const unsigned char* data = nullptr;
+  std::size_t size = 0;
+  if (out->resolve(out->host, key.data(), key.size(), &data, &size) != 0) return false;
+  *value = std::string_view(reinterpret_cast<const char*>(data), size);
+  return true;
+}
+
 /// Type-erased task held by a Registry; `invoke` is what the manifest points at.
 struct TaskBase {
   virtual ~TaskBase() = default;
@@ -105,7 +116,9 @@ struct Task final : TaskBase {
   int call(const unsigned char* data, std::size_t size, const plexus_output* out) const override {
     std::optional<Args> args;
     try {
-      Reader r(data, size);
+      // Futures among the arguments are read in place from the host's values (ABI 2).
+      const RefSource refs{const_cast<plexus_output*>(out), &resolve_through_host};
+      Reader r(data, size, &refs);
       std::size_t n = r.read_list("an argument list");
       if (n != kArity) {
         throw DecodeError("expects " + std::to_string(kArity) + " argument" +

@@ -204,6 +204,100 @@ TEST(CodecTest, StringViewPointsIntoTheBuffer) {
   EXPECT_EQ(v.data(), encoded.data() + 2);
 }
 
+TEST(CodecTest, BytesViewPointsIntoTheBuffer) {
+  Bytes b{std::byte{7}, std::byte{0}, std::byte{255}};
+  std::string encoded = encode_to_string(b);
+  BytesView v = decode<BytesView>(encoded);
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(static_cast<const void*>(v.data()), encoded.data() + 2);
+  EXPECT_EQ(v[2], std::byte{255});
+  EXPECT_EQ(encode_to_string(v), encoded);  // encodes as bytes, like the vector it views
+  auto u = decode<std::span<const std::uint8_t>>(encoded);
+  EXPECT_EQ(u[0], 7);
+  EXPECT_TRUE(decode<BytesView>(encode_to_string(Bytes{})).empty());
+  EXPECT_EQ(type_name<BytesView>(), "bytes");
+  expect_error<BytesView>("s"s, "expected bytes, received string");
+}
+
+// A RefSource over a fixed table of encoded values.
+struct RefTable {
+  std::map<std::string, std::string, std::less<>> values;
+  RefSource source() {
+    return {this, [](void* c, std::string_view key, std::string_view* out) {
+              auto& t = static_cast<RefTable*>(c)->values;
+              auto it = t.find(key);
+              if (it == t.end()) return false;
+              *out = it->second;
+              return true;
+            }};
+  }
+};
+
+TEST(CodecTest, ReaderFollowsReferencesInPlace) {
+  RefTable table;
+  table.values["big"] = encode_to_string(Bytes(1000, std::byte{9}));
+  table.values["xs"] = encode_to_string(std::vector<std::int64_t>{2, 3});
+  Writer w;
+  w.list(4);
+  encode(w, std::int64_t{1});
+  w.ref("big");
+  w.ref("xs");
+  encode(w, std::string("tail"));
+  const std::string args = w.take();
+  const RefSource refs = table.source();
+  Reader r(args, &refs);
+  ASSERT_EQ(r.read_list(), 4u);
+  EXPECT_EQ(r.read_int(), 1);
+  BytesView big = decode<BytesView>(r);
+  ASSERT_EQ(big.size(), 1000u);
+  EXPECT_EQ(static_cast<const void*>(big.data()), table.values["big"].data() + 3);  // in place
+  EXPECT_EQ(decode<std::vector<std::int64_t>>(r), (std::vector<std::int64_t>{2, 3}));
+  EXPECT_FALSE(r.at_end());
+  EXPECT_EQ(r.read_string(), "tail");
+  EXPECT_TRUE(r.at_end());
+
+  // A reference inside a list, skipped, and as the last item.
+  Writer w2;
+  w2.list(2);
+  w2.ref("xs");
+  w2.ref("xs");
+  const std::string two = w2.take();
+  Reader s(two, &refs);
+  ASSERT_EQ(s.read_list(), 2u);
+  s.skip();
+  EXPECT_FALSE(s.at_end());
+  EXPECT_EQ(decode<std::vector<std::int64_t>>(s).size(), 2u);
+  EXPECT_TRUE(s.at_end());
+}
+
+TEST(CodecTest, ReaderReportsUnknownAndCyclicReferences) {
+  RefTable table;
+  Writer self;
+  self.ref("loop");
+  table.values["loop"] = self.take();  // a value that is a reference to itself
+  const RefSource refs = table.source();
+  Writer w;
+  w.ref("nope");
+  std::string unknown = w.take();
+  Reader r(unknown, &refs);
+  try {
+    r.read_int();
+    FAIL() << "an unknown reference was read";
+  } catch (const DecodeError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("unknown future 'nope'"));
+  }
+  Writer l;
+  l.ref("loop");
+  std::string cyclic = l.take();
+  Reader c(cyclic, &refs);
+  EXPECT_THROW(c.read_int(), DecodeError);
+  // Without a RefSource a reference is just a value of its own kind.
+  EXPECT_THAT([&] { decode<std::int64_t>(unknown); },
+              ThrowsMessage<DecodeError>(HasSubstr("received future")));
+  Reader plain(unknown);
+  EXPECT_EQ(plain.read_ref(), "nope");
+}
+
 TEST(CodecTest, CStringsAndLiterals) {
   const char* c = "cstr";
   EXPECT_EQ(encode_to_string(c), encode_to_string("cstr"s));

@@ -240,12 +240,54 @@ TEST_F(PluginLoaderTest, WaitFileThrowsOnTimeout) {
   EXPECT_THAT(e.message, AllOf(HasSubstr(file), HasSubstr("5 ms")));
 }
 
+// Futures among the arguments are read through the RefSource the worker passes, in place.
+TEST_F(PluginLoaderTest, FuturesAmongTheArgumentsAreResolvedByTheHost) {
+  std::map<std::string, std::string, std::less<>> values{
+      {"a", encode_to_string(Bytes(30))},
+      {"b", encode_to_string(Bytes(12))},
+      {"n", encode_to_string(std::int64_t{5})}};
+  RefSource deps{&values, [](void* c, std::string_view key, std::string_view* out) {
+                   auto& m = *static_cast<std::map<std::string, std::string, std::less<>>*>(c);
+                   auto it = m.find(key);
+                   if (it == m.end()) return false;
+                   *out = it->second;
+                   return true;
+                 }};
+  Writer w;
+  w.list(2);
+  w.ref("a");
+  w.ref("b");
+  CallResult r = loader_.call("testing.total_len_view", w.take(), &deps);
+  ASSERT_TRUE(r.ok) << (r.error ? r.error->message : "");
+  EXPECT_EQ(decode<std::int64_t>(r.value), 42);
+  Writer s;  // math.sum over a list of three futures
+  s.list(1);
+  s.list(3);
+  s.ref("n");
+  s.ref("n");
+  s.ref("n");
+  r = loader_.call("math.sum", s.take(), &deps);
+  ASSERT_TRUE(r.ok) << (r.error ? r.error->message : "");
+  EXPECT_EQ(decode<std::int64_t>(r.value), 15);
+  Writer u;
+  u.list(1);
+  u.ref("missing");
+  r = loader_.call("math.inc", u.take(), &deps);
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.error->kind, ErrorKind::bad_arguments);
+  EXPECT_THAT(r.error->message, HasSubstr("unknown future 'missing'"));
+}
+
 TEST_F(PluginLoaderTest, BenchmarkHelperTasks) {
   EXPECT_EQ(call_ok<std::int64_t>(loader_, "testing.dep_inc",
                                   args(std::int64_t{41}, std::int64_t{7})),
             42);
   EXPECT_EQ(call_ok<std::int64_t>(loader_, "testing.total_len", args(Bytes(3), Bytes(1000))),
             1003);
+  EXPECT_EQ(call_ok<std::int64_t>(loader_, "testing.total_len_view", args(Bytes(3), Bytes(1000))),
+            1003);
+  EXPECT_EQ(call_error(loader_, "testing.total_len_view", args(Bytes(3), std::string("x"))).kind,
+            ErrorKind::bad_arguments);
   EXPECT_EQ(call_ok<std::int64_t>(loader_, "testing.worker_pid", args(std::int64_t{0})),
             ::getpid());
 }

@@ -15,6 +15,7 @@
 // destroyed; no call may be in flight then.
 #pragma once
 
+#include <plexus/codec.hpp>
 #include <plexus/common/errors.hpp>
 
 #include <chrono>
@@ -64,11 +65,14 @@ class PluginLoader {
   ///    foo.so in /a, /b"
   ///  - unknown task: "plugin 'math' 1.0.0 (/path/libplexus_math.so) has no task 'nope'; it has:
   ///    add, inc, ..."
-  ///  - ABI mismatch: "plugin 'bad' (/path) was built with SDK ABI 999; this worker has SDK ABI 1"
+  ///  - ABI mismatch: "plugin 'bad' (/path) was built with SDK ABI 999; this worker has SDK ABI 2"
   /// Kinds: unknown_task for a malformed name, an unknown plugin or an unknown task; plugin_error
   /// for a plugin that cannot be loaded (or breaks the ABI during a call); bad_arguments and
   /// exception as reported by the plugin, with the exception's type and message.
-  CallResult call(std::string_view task_name, std::string_view encoded_args);
+  /// `deps` resolves the futures among the arguments (their values are read in place); without
+  /// it, an argument that is a future fails the call as a bad argument.
+  CallResult call(std::string_view task_name, std::string_view encoded_args,
+                  const RefSource* deps = nullptr);
 
   /// Loads (if needed) and describes a plugin; throws std::runtime_error with the same messages.
   PluginInfo describe(std::string_view plugin_name);
