@@ -223,7 +223,15 @@ struct ClientCore {
       std::lock_guard lock(cmd_mu);
       was_empty = queues_empty();
       queued_tasks += c.tasks.size();
-      commands.push_back(std::move(c));
+      Command* last = commands.empty() ? nullptr : &commands.back();
+      if (c.type == Command::Type::submit && last && last->type == Command::Type::submit &&
+          last->retries == c.retries && last->priority == c.priority) {
+        // Task-by-task submits join one command: one vector for the I/O thread, not one each.
+        last->tasks.insert(last->tasks.end(), std::make_move_iterator(c.tasks.begin()),
+                           std::make_move_iterator(c.tasks.end()));
+      } else {
+        commands.push_back(std::move(c));
+      }
     }
     if (was_empty) wake.notify();
   }

@@ -19,12 +19,17 @@ namespace {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
-void append_hex(const unsigned char* data, std::size_t size, std::string& out) {
+// Writes 2 * size hex digits at `out`.
+char* put_hex(const unsigned char* data, std::size_t size, char* out) {
   for (std::size_t i = 0; i < size; ++i) {
-    out += kHexDigits[data[i] >> 4];
-    out += kHexDigits[data[i] & 0xf];
+    *out++ = kHexDigits[data[i] >> 4];
+    *out++ = kHexDigits[data[i] & 0xf];
   }
+  return out;
 }
+
+// Writes the 36 characters of a random (version 4) UUID at `out`.
+void put_uuid4(char* out);
 
 struct XxhStateDeleter {
   void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
@@ -78,22 +83,27 @@ std::string task_key(std::string_view task_name, std::string_view encoded_args) 
   // The canonical form is big-endian high64 then low64 on every machine.
   XXH128_canonical_t canonical;
   XXH128_canonicalFromHash(&canonical, hash);
-  std::string key;
-  key.reserve(task_name.size() + 1 + 2 * sizeof canonical.digest);
-  key.append(task_name);
-  key += '-';
-  append_hex(canonical.digest, sizeof canonical.digest, key);
+  std::string key(task_name.size() + 1 + 2 * sizeof canonical.digest, '-');
+  task_name.copy(key.data(), task_name.size());
+  put_hex(canonical.digest, sizeof canonical.digest, key.data() + task_name.size() + 1);
   return key;
 }
 
 std::string random_task_key(std::string_view task_name) {
-  std::string key(task_name);
-  key += '-';
-  key += uuid4();
+  std::string key(task_name.size() + 1 + 36, '-');
+  task_name.copy(key.data(), task_name.size());
+  put_uuid4(key.data() + task_name.size() + 1);
   return key;
 }
 
 std::string uuid4() {
+  std::string out(36, '-');
+  put_uuid4(out.data());
+  return out;
+}
+
+namespace {
+void put_uuid4(char* out) {
   thread_local ThreadRandom random;
   unsigned char b[16];
   for (int half = 0; half < 2; ++half) {
@@ -102,13 +112,13 @@ std::string uuid4() {
   }
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // variant 10 (RFC 4122)
-  std::string out;
-  out.reserve(36);
-  for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
-    append_hex(&b[i], 1, out);
-  }
-  return out;
+  // 8-4-4-4-12 hex digits; the dashes are already in place.
+  out = put_hex(b, 4, out) + 1;
+  out = put_hex(b + 4, 2, out) + 1;
+  out = put_hex(b + 6, 2, out) + 1;
+  out = put_hex(b + 8, 2, out) + 1;
+  put_hex(b + 10, 6, out);
 }
+}  // namespace
 
 }  // namespace plexus
