@@ -280,40 +280,50 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         if (!client) break;
         const auto* m = env.msg_as_Submit();
         if (!m->tasks()) return;
-        std::vector<TaskSpec> specs;
-        specs.reserve(m->tasks()->size());
+        // Views into the message: the state copies what it keeps, once.
+        spec_views.clear();
+        key_views.clear();
+        dep_ranges.clear();
         for (const wire::TaskSpec* t : *m->tasks()) {
           if (!t || !t->key() || !t->name()) {
             protocol_error(peer, "task without key or name dropped");
             continue;
           }
-          TaskSpec s;
-          s.key = wire::view(t->key());
-          s.name = wire::view(t->name());
-          s.args = wire::view(t->args());
-          s.deps = wire::strings(t->deps());
-          s.retries = t->retries();
-          s.priority = t->priority();
-          specs.push_back(std::move(s));
+          const std::size_t first = key_views.size();
+          wire::append_views(t->deps(), key_views);
+          dep_ranges.emplace_back(first, key_views.size() - first);
+          spec_views.push_back({wire::view(t->key()), wire::view(t->name()),
+                                wire::view(t->args()), {}, t->retries(), t->priority()});
         }
-        state.on_submit(peer, std::move(specs));
+        // key_views has stopped growing: the dependency spans can point into it now.
+        for (std::size_t i = 0; i < spec_views.size(); ++i) {
+          spec_views[i].deps =
+              std::span(key_views).subspan(dep_ranges[i].first, dep_ranges[i].second);
+        }
+        state.on_submit(peer, spec_views);
         return;
       }
       case wire::Msg::Want: {
         if (!client) break;
-        auto keys = wire::strings(env.msg_as_Want()->keys());
+        key_views.clear();
+        wire::append_views(env.msg_as_Want()->keys(), key_views);
+        const auto& keys = key_views;
         state.on_want(peer, keys);
         return;
       }
       case wire::Msg::Release: {
         if (!client) break;
-        auto keys = wire::strings(env.msg_as_Release()->keys());
+        key_views.clear();
+        wire::append_views(env.msg_as_Release()->keys(), key_views);
+        const auto& keys = key_views;
         state.on_release(peer, keys);
         return;
       }
       case wire::Msg::Cancel: {
         if (!client) break;
-        auto keys = wire::strings(env.msg_as_Cancel()->keys());
+        key_views.clear();
+        wire::append_views(env.msg_as_Cancel()->keys(), key_views);
+        const auto& keys = key_views;
         state.on_cancel(peer, keys);
         return;
       }
@@ -341,13 +351,16 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       case wire::Msg::MissingDeps: {
         if (client) break;
         const auto* m = env.msg_as_MissingDeps();
-        auto missing = wire::strings(m->missing());
-        state.on_missing_deps(peer, wire::view(m->key()), missing);
+        key_views.clear();
+        wire::append_views(m->missing(), key_views);
+        state.on_missing_deps(peer, wire::view(m->key()), key_views);
         return;
       }
       case wire::Msg::Reject: {
         if (client) break;
-        auto keys = wire::strings(env.msg_as_Reject()->keys());
+        key_views.clear();
+        wire::append_views(env.msg_as_Reject()->keys(), key_views);
+        const auto& keys = key_views;
         state.on_reject(peer, keys);
         return;
       }
@@ -499,6 +512,10 @@ struct SchedulerService::Impl final : SchedulerOutbox {
   std::shared_ptr<spdlog::logger> log;
   zmq::socket_t socket;
   SchedulerState state;
+  // Scratch for turning a message into views for the state (reused, so no allocation per turn).
+  std::vector<TaskSpecView> spec_views;
+  std::vector<std::string_view> key_views;
+  std::vector<std::pair<std::size_t, std::size_t>> dep_ranges;  // {first, count} in key_views
   std::string bound;
   std::string scheduler_id;
   const wire::VerifyLimits limits = options.comm.limits;

@@ -8,8 +8,9 @@
 //  - Every many-to-many relation (task deps <-> dependents, task holders <-> worker has_what,
 //    task wanters <-> client wants) is a pair of lists of `Link`s, each link holding the index of
 //    its mirror in the other list, so either side is removed in O(1) by swap-remove.
-//  - Per-task lists are small vectors with inline room for the common case, so a task costs no
-//    heap allocation beyond its key and argument strings.
+//  - Per-task lists are small vectors with inline room for the common case, and the key and the
+//    encoded arguments share one heap block, so a task costs one heap allocation. An erred
+//    task's error lives in a side table (errors are rare and need not cost every record).
 //  - Ready tasks wait in a binary heap ordered by (priority desc, submission seq asc) with lazy
 //    deletion; unsaturated workers sit in an indexed min-heap ordered by expected start.
 //
@@ -33,6 +34,7 @@
 #include <functional>
 #include <limits>
 #include <new>
+#include <stdexcept>
 #include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
@@ -71,12 +73,18 @@ struct Link {
   Index back;
 };
 
-/// A vector of trivially copyable values with room for N of them inline.
+/// A vector of trivially copyable values with room for N of them inline, aligned like T and
+/// 4 + max(N * sizeof(T), 8) bytes in size: the size and the capacity (N << shift, shift 0 while
+/// inline) share one word, and the heap pointer is stored unaligned. A Task holds four of them.
 template <class T, std::uint32_t N>
 class SmallVec {
   static_assert(std::is_trivially_copyable_v<T> && N >= 1);
 
  public:
+  /// The most entries a list may hold (growing beyond throws std::length_error, as std::vector
+  /// does beyond max_size()); far past what a scheduler's memory holds in tasks.
+  static constexpr std::uint32_t kMaxCapacity = std::uint32_t{1} << 26;
+
   SmallVec() noexcept {}
   ~SmallVec() { release(); }
   SmallVec(const SmallVec&) = delete;
@@ -90,57 +98,69 @@ class SmallVec {
     return *this;
   }
 
-  std::uint32_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
+  std::uint32_t size() const { return bits_ & kSizeMask; }
+  bool empty() const { return size() == 0; }
   T* begin() { return data(); }
-  T* end() { return data() + size_; }
+  T* end() { return data() + size(); }
   const T* begin() const { return data(); }
-  const T* end() const { return data() + size_; }
+  const T* end() const { return data() + size(); }
   T& operator[](std::uint32_t i) { return data()[i]; }
   const T& operator[](std::uint32_t i) const { return data()[i]; }
-  T& back() { return data()[size_ - 1]; }
+  T& back() { return data()[size() - 1]; }
   void push_back(T value) {  // by value: `value` may live in this vector
-    if (size_ == cap_) grow();
-    data()[size_++] = value;
+    const std::uint32_t n = size();
+    if (n == capacity()) grow();
+    data()[n] = value;
+    ++bits_;
   }
-  void pop_back() { --size_; }
+  void pop_back() { --bits_; }  // the size is non-zero, so this never borrows from the shift
   /// Empties the vector and gives back any heap storage.
   void release() {
-    if (cap_ > N) ::operator delete(heap_);
-    cap_ = N;
-    size_ = 0;
+    if (on_heap()) ::operator delete(heap());
+    bits_ = 0;
   }
 
  private:
-  T* data() { return cap_ > N ? heap_ : inline_; }
-  const T* data() const { return cap_ > N ? heap_ : inline_; }
+  static constexpr std::uint32_t kShiftAt = 27;  // sizes up to kMaxCapacity need 27 bits
+  static constexpr std::uint32_t kSizeMask = (std::uint32_t{1} << kShiftAt) - 1;
+  static_assert(kMaxCapacity <= kSizeMask);
+
+  bool on_heap() const { return bits_ > kSizeMask; }
+  std::uint32_t capacity() const { return N << (bits_ >> kShiftAt); }
+  T* heap() const {
+    T* p;
+    std::memcpy(&p, heap_, sizeof p);
+    return p;
+  }
+  T* data() { return on_heap() ? heap() : inline_; }
+  const T* data() const { return on_heap() ? heap() : inline_; }
   void grow() {
-    const std::uint32_t cap = cap_ * 2;
-    T* p = static_cast<T*>(::operator new(sizeof(T) * cap));
-    std::memcpy(p, data(), sizeof(T) * size_);
-    if (cap_ > N) ::operator delete(heap_);
-    heap_ = p;
-    cap_ = cap;
+    const std::uint32_t shift = (bits_ >> kShiftAt) + 1;
+    if (std::uint64_t{N} << shift > kMaxCapacity) throw std::length_error("SmallVec too long");
+    const std::uint32_t n = size();
+    T* p = static_cast<T*>(::operator new(sizeof(T) * (std::size_t{N} << shift)));
+    std::memcpy(p, data(), sizeof(T) * n);
+    if (on_heap()) ::operator delete(heap());
+    std::memcpy(heap_, &p, sizeof p);
+    bits_ = (shift << kShiftAt) | n;
   }
   void steal(SmallVec& other) {
-    size_ = other.size_;
-    cap_ = other.cap_;
-    if (cap_ > N) {
-      heap_ = other.heap_;
+    bits_ = other.bits_;
+    if (on_heap()) {
+      std::memcpy(heap_, other.heap_, sizeof heap_);
     } else {
-      std::memcpy(inline_, other.inline_, sizeof(T) * size_);
+      std::memcpy(inline_, other.inline_, sizeof(T) * size());
     }
-    other.cap_ = N;
-    other.size_ = 0;
+    other.bits_ = 0;
   }
 
   union {
     T inline_[N];
-    T* heap_;
+    unsigned char heap_[sizeof(T*)];  // a T*, unaligned so the vector is aligned like T
   };
-  std::uint32_t size_ = 0;
-  std::uint32_t cap_ = N;
+  std::uint32_t bits_ = 0;  // size | log2(capacity / N) << kShiftAt
 };
+static_assert(sizeof(SmallVec<Link, 1>) == 12 && sizeof(SmallVec<Link, 2>) == 20);
 
 template <class List>
 Index list_size(const List& list) {
@@ -177,28 +197,77 @@ void remove_link(ListOfA list_of_a, Index a, Index i, ListOfB list_of_b) {
   la.pop_back();
 }
 
-// Hot fields first: a transition mostly reads the first two cache lines.
+/// A task's key and encoded arguments in one heap block ([key][args], no terminators): one
+/// allocation per task instead of two, and 16 bytes in the record instead of two std::strings.
+/// Lengths fit 32 bits: a task arrives in one wire message, and FlatBuffers are below 2 GiB.
+class TaskText {
+ public:
+  TaskText() noexcept = default;
+  TaskText(std::string_view key, std::string_view args)
+      : key_len_(static_cast<std::uint32_t>(key.size())),
+        args_len_(static_cast<std::uint32_t>(args.size())) {
+    const std::size_t n = key.size() + args.size();
+    if (n == 0) return;
+    data_ = std::make_unique_for_overwrite<char[]>(n);
+    if (!key.empty()) std::memcpy(data_.get(), key.data(), key.size());
+    if (!args.empty()) std::memcpy(data_.get() + key.size(), args.data(), args.size());
+  }
+  TaskText(TaskText&& other) noexcept
+      : data_(std::move(other.data_)),
+        key_len_(std::exchange(other.key_len_, 0)),
+        args_len_(std::exchange(other.args_len_, 0)) {}
+  TaskText& operator=(TaskText&& other) noexcept {
+    data_ = std::move(other.data_);
+    key_len_ = std::exchange(other.key_len_, 0);
+    args_len_ = std::exchange(other.args_len_, 0);
+    return *this;
+  }
+
+  std::string_view key() const { return {data_.get(), key_len_}; }
+  std::string_view args() const { return {data_.get() + key_len_, args_len_}; }
+  /// Frees the block.
+  void reset() { *this = TaskText(); }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  std::uint32_t key_len_ = 0;
+  std::uint32_t args_len_ = 0;
+};
+
+/// Where a processing task runs.
+struct RunSlot {
+  Index worker;
+  Index pos;  // index in that worker's processing list
+};
+
+// Hot fields first: a transition mostly reads the first cache line. Data that a task needs in one
+// state only lives elsewhere when that state is rare (the error of an erred task in
+// Impl::errors, the expected duration of a processing task in its worker's processing list), and
+// shares one slot with the other states' data otherwise: a field of the slot is written on
+// entering its state and read only in that state.
 struct Task {
   TaskState state = TaskState::released;
   bool alive = false;
+  std::uint16_t retries = 0;  // saturated at 65535 (TaskSpec::retries is wider than needed)
   std::int32_t priority = 0;
-  std::uint32_t n_waiting = 0;          // waiting only: dependencies not in memory
   std::uint32_t active_dependents = 0;  // dependents waiting, queued or processing
   Index name = 0;
-  Index worker = kNone;  // processing only
-  Index worker_pos = 0;  // index in that worker's processing list
-  std::uint32_t retries = 0;
+  union {
+    std::uint64_t nbytes = 0;  // memory: size of the result
+    std::uint32_t n_waiting;   // waiting: dependencies not in memory
+    RunSlot run;               // processing
+  };
   std::uint64_t seq = 0;         // submission order
-  std::int64_t est_ns = 0;       // expected duration charged to `worker` while processing
   SmallVec<Link, 1> wanted_by;   // {client, index in its wants}
   SmallVec<Link, 2> deps;        // {dependency, index in its dependents}, in spec order
   SmallVec<Link, 1> dependents;  // {dependent, index in its deps}
   SmallVec<Link, 1> holders;     // {worker, index in its has_what}; non-empty iff memory
-  std::uint64_t nbytes = 0;
-  std::string key;
-  std::string args;
-  std::shared_ptr<const ErrorInfo> error;  // erred only; shared along an erred chain
+  TaskText text;                 // key and args
 };
+// 104 bytes (was 208 with two std::strings, a shared_ptr error, est_ns, 16-byte lists and a field
+// per state): the per-pending-task memory that plexus-bench --scenario sched_memory measures is
+// mostly this record and its text block.
+static_assert(sizeof(Task) == 104, "Task grew: check field order and padding");
 
 /// Task records in fixed chunks: stable addresses and cheap indexing (a std::deque of records
 /// this size holds two per block and divides on every access).
@@ -221,6 +290,12 @@ class TaskStore {
   Index size_ = 0;
 };
 
+/// A task processing on a worker, and the expected duration charged to the worker for it.
+struct Running {
+  TaskId id;
+  std::int64_t est_ns;
+};
+
 struct Worker {
   PeerId peer = 0;
   std::string name;
@@ -230,15 +305,15 @@ struct Worker {
   bool closing = false;  // handed work back: gets no new tasks
   bool touched = false;  // placement scratch
   double last_seen = 0;
-  std::vector<TaskId> processing;  // Task::worker_pos indexes this
-  std::vector<Link> has_what;      // {task, index in its holders}
-  std::int64_t occupancy_ns = 0;   // sum of est_ns of processing tasks
-  double start_s = 0;              // occupancy per thread, seconds
-  std::uint32_t min_tasks = 1;     // ceil(worker_saturation * nthreads), capped
-  std::uint32_t max_tasks = 1;     // max_tasks_per_worker
-  std::int64_t target_ns = 0;      // queue_target_s * nthreads
-  Index heap_pos = kNone;          // in the placement heap iff alive, not closing, unsaturated
-  std::uint64_t acc_bytes = 0;     // placement scratch
+  std::vector<Running> processing;  // Task::run.pos indexes this
+  std::vector<Link> has_what;       // {task, index in its holders}
+  std::int64_t occupancy_ns = 0;    // sum of est_ns of its processing list
+  double start_s = 0;               // occupancy per thread, seconds
+  std::uint32_t min_tasks = 1;      // ceil(worker_saturation * nthreads), capped
+  std::uint32_t max_tasks = 1;      // max_tasks_per_worker
+  std::int64_t target_ns = 0;       // queue_target_s * nthreads
+  Index heap_pos = kNone;           // in the placement heap iff alive, not closing, unsaturated
+  std::uint64_t acc_bytes = 0;      // placement scratch
 };
 
 struct Client {
@@ -397,6 +472,8 @@ struct SchedulerState::Impl {
 
   // Workers each task was running on when they died (suspicious deaths); rare.
   std::unordered_map<TaskId, std::vector<std::string>> died_on;
+  // The error of every erred task (and of no other); an erred chain shares one ErrorInfo.
+  std::unordered_map<TaskId, std::shared_ptr<const ErrorInfo>> errors;
 
   // Scratch, kept to reuse capacity.
   std::vector<TaskId> release_work;  // tasks whose need may have dropped
@@ -428,7 +505,7 @@ struct SchedulerState::Impl {
     return [this](Index i) -> std::vector<Link>& { return clients[i].wants; };
   }
   auto key_of() const {
-    return [this](Index i) -> std::string_view { return tasks[i].key; };
+    return [this](Index i) -> std::string_view { return tasks[i].text.key(); };
   }
 
   TaskId find_task(std::string_view key) const { return keys.find(key, key_of()); }
@@ -441,6 +518,8 @@ struct SchedulerState::Impl {
     return it == client_index.end() ? kNone : it->second;
   }
   static bool needed(const Task& t) { return !t.wanted_by.empty() || t.active_dependents > 0; }
+  /// The error of an erred task.
+  const std::shared_ptr<const ErrorInfo>& error_of(TaskId id) const { return errors.at(id); }
 
   // ---- records ----
 
@@ -461,7 +540,7 @@ struct SchedulerState::Impl {
   }
 
   /// `key_hash` is KeyIndex::hash(spec.key); the key must be new.
-  TaskId new_task(TaskSpec& spec, std::uint32_t key_hash) {
+  TaskId new_task(const TaskSpecView& spec, std::uint32_t key_hash) {
     TaskId id;
     if (!free_tasks.empty()) {
       std::pop_heap(free_tasks.begin(), free_tasks.end(), std::greater<>{});
@@ -471,16 +550,13 @@ struct SchedulerState::Impl {
       id = tasks.emplace_back();
     }
     Task& t = tasks[id];
-    t.key = std::move(spec.key);
-    t.args = std::move(spec.args);
+    t.text = TaskText(spec.key, spec.args);
     t.name = intern_name(spec.name);
-    t.retries = spec.retries;
+    t.retries = static_cast<std::uint16_t>(
+        std::min<std::uint32_t>(spec.retries, std::numeric_limits<std::uint16_t>::max()));
     t.priority = spec.priority;
     t.seq = next_seq++;
     t.nbytes = 0;
-    t.est_ns = 0;
-    t.worker = kNone;
-    t.n_waiting = 0;
     t.active_dependents = 0;
     t.state = TaskState::released;
     t.alive = true;
@@ -497,14 +573,10 @@ struct SchedulerState::Impl {
       remove_link(deps_of(), id, t.deps.size() - 1, dependents_of());
       release_work.push_back(d);
     }
-    keys.erase(t.key, key_of());
+    keys.erase(t.text.key(), key_of());
     died_on.erase(id);
-    t.error.reset();
-    // Keep small string buffers for the next task; give back big ones.
-    if (t.key.capacity() > 256) std::string().swap(t.key);
-    if (t.args.capacity() > 256) std::string().swap(t.args);
-    t.key.clear();
-    t.args.clear();
+    if (t.state == TaskState::erred) errors.erase(id);
+    t.text.reset();
     t.deps.release();
     t.dependents.release();
     t.holders.release();
@@ -539,6 +611,7 @@ struct SchedulerState::Impl {
   void set_state(TaskId id, TaskState s) {
     Task& t = tasks[id];
     const TaskState old = t.state;
+    if (old == TaskState::erred && s != TaskState::erred) errors.erase(id);
     if (old == TaskState::queued) --queued;
     if (s == TaskState::queued) ++queued;
     t.state = s;
@@ -582,7 +655,7 @@ struct SchedulerState::Impl {
       std::shared_ptr<const ErrorInfo> err;
       for (const Link& l : t.deps) {
         if (tasks[l.id].state == TaskState::erred) {
-          err = tasks[l.id].error;
+          err = error_of(l.id);
           break;
         }
       }
@@ -613,9 +686,9 @@ struct SchedulerState::Impl {
       Task& t = tasks[id];
       if (!t.alive || t.state == TaskState::erred) continue;
       set_state(id, TaskState::erred);
-      t.error = err;
+      errors.insert_or_assign(id, err);
       KeyReport r;
-      r.key = t.key;
+      r.key = t.text.key();
       r.status = KeyStatus::erred;
       r.error = err.get();
       for (const Link& w : t.wanted_by) out.report(clients[w.id].peer, r);
@@ -637,7 +710,7 @@ struct SchedulerState::Impl {
           ++d.n_waiting;
           break;
         case TaskState::processing:
-          out.free_key(workers[d.worker].peer, d.key);
+          out.free_key(workers[d.run.worker].peer, d.text.key());
           detach(l.id);
           if (after_loss) ++counters.tasks_recomputed;
           [[fallthrough]];
@@ -659,13 +732,13 @@ struct SchedulerState::Impl {
     switch (t.state) {
       case TaskState::memory:
         while (!t.holders.empty()) {
-          out.free_key(workers[t.holders.back().id].peer, t.key);
+          out.free_key(workers[t.holders.back().id].peer, t.text.key());
           remove_link(holders_of(), id, t.holders.size() - 1, has_what_of());
         }
         set_state(id, TaskState::released);
         break;
       case TaskState::processing:
-        out.free_key(workers[t.worker].peer, t.key);
+        out.free_key(workers[t.run.worker].peer, t.text.key());
         detach(id);
         set_state(id, TaskState::released);
         break;
@@ -696,7 +769,7 @@ struct SchedulerState::Impl {
     report_holders.clear();
     for (const Link& h : t.holders) report_holders.push_back(workers[h.id].address);
     KeyReport r;
-    r.key = t.key;
+    r.key = t.text.key();
     r.status = KeyStatus::memory;
     r.nbytes = t.nbytes;
     r.inline_data = inline_data;
@@ -718,9 +791,9 @@ struct SchedulerState::Impl {
         break;
       case TaskState::erred: {
         KeyReport r;
-        r.key = t.key;
+        r.key = t.text.key();
         r.status = KeyStatus::erred;
-        r.error = t.error.get();
+        r.error = error_of(id).get();
         out.report(clients[c].peer, r);
         break;
       }
@@ -806,24 +879,23 @@ struct SchedulerState::Impl {
   void assign(TaskId id, Index wi) {
     Task& t = tasks[id];
     Worker& w = workers[wi];
-    t.worker = wi;
-    t.worker_pos = static_cast<Index>(w.processing.size());
-    t.est_ns = to_ns(expected_duration(t.name));
-    w.processing.push_back(id);
-    w.occupancy_ns += t.est_ns;
+    const std::int64_t est_ns = to_ns(expected_duration(t.name));
+    t.run = RunSlot{wi, static_cast<Index>(w.processing.size())};
+    w.processing.push_back(Running{id, est_ns});
+    w.occupancy_ns += est_ns;
     refresh_worker(wi);
   }
 
   void detach(TaskId id) {
     Task& t = tasks[id];
-    const Index wi = t.worker;
+    const Index wi = t.run.worker;
     Worker& w = workers[wi];
-    const TaskId last = w.processing.back();
-    w.processing[t.worker_pos] = last;
-    tasks[last].worker_pos = t.worker_pos;
+    w.occupancy_ns -= w.processing[t.run.pos].est_ns;
+    const Running last = w.processing.back();
+    w.processing[t.run.pos] = last;
+    tasks[last.id].run.pos = t.run.pos;
     w.processing.pop_back();
-    w.occupancy_ns -= t.est_ns;
-    t.worker = kNone;
+    t.run.worker = kNone;  // the caller moves it to another state
     refresh_worker(wi);
   }
 
@@ -892,15 +964,15 @@ struct SchedulerState::Impl {
     assign(id, wi);
     ++counters.tasks_computed;
     const Task& t = tasks[id];
-    request.key = t.key;
+    request.key = t.text.key();
     request.name = names[t.name].name;
-    request.args = t.args;
+    request.args = t.text.args();
     request.priority = t.priority;
     set_request_deps(t.deps.size());
     for (std::uint32_t i = 0; i < t.deps.size(); ++i) {
       const Task& d = tasks[t.deps[i].id];
       DepLocation& loc = request.deps[i];
-      loc.key = d.key;
+      loc.key = d.text.key();
       loc.nbytes = d.nbytes;
       loc.holders.clear();
       for (const Link& h : d.holders) loc.holders.push_back(workers[h.id].address);
@@ -960,7 +1032,8 @@ struct SchedulerState::Impl {
     e->kind = ErrorKind::killed_worker;
     e->type = "KilledWorker";
     const auto& names_died = died_on[id];
-    e->message = "task " + tasks[id].key + " was running on " + std::to_string(names_died.size()) +
+    e->message = "task " + std::string(tasks[id].text.key()) + " was running on " +
+                 std::to_string(names_died.size()) +
                  " workers that died while running it (allowed_failures=" +
                  std::to_string(opt.allowed_failures) + "):";
     for (const auto& n : names_died) e->message += " " + n;
@@ -976,12 +1049,13 @@ struct SchedulerState::Impl {
 
     // Its running tasks wait again (n_waiting counts the deps lost below).
     std::vector<TaskId> pulled;
-    pulled.swap(w.processing);
-    for (const TaskId id : pulled) {
-      tasks[id].worker = kNone;
-      set_state(id, TaskState::waiting);
-      tasks[id].n_waiting = 0;
+    pulled.reserve(w.processing.size());
+    for (const Running& r : w.processing) {
+      pulled.push_back(r.id);
+      set_state(r.id, TaskState::waiting);
+      tasks[r.id].n_waiting = 0;
     }
+    std::vector<Running>().swap(w.processing);
     w.occupancy_ns = 0;
 
     // Keys only it held are lost.
@@ -1022,7 +1096,6 @@ struct SchedulerState::Impl {
     worker_index.erase(w.peer);
     w.name.clear();
     w.address.clear();
-    std::vector<TaskId>().swap(w.processing);
     std::vector<Link>().swap(w.has_what);
     free_workers.push_back(wi);
     drain_releases();
@@ -1054,10 +1127,11 @@ bool listed_before(const Links& links, Index i) {
 std::optional<std::string> SchedulerState::Impl::validate() const {
   auto bad = [](const std::string& what) { return std::optional<std::string>(what); };
   auto tk = [this](TaskId id) {
-    return "task " + tasks[id].key + " (" + to_string(tasks[id].state) + "): ";
+    return "task " + std::string(tasks[id].text.key()) + " (" + to_string(tasks[id].state) + "): ";
   };
   std::size_t live = 0;
   std::size_t nqueued = 0;
+  std::size_t nerred = 0;
   std::vector<char> has_entry(tasks.size(), 0);
   for (const ReadyEntry& e : ready) {
     if (e.id >= tasks.size()) return bad("ready entry out of range");
@@ -1073,7 +1147,7 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
       continue;
     }
     ++live;
-    if (find_task(t.key) != id) return bad(tk(id) + "key index does not map to it");
+    if (find_task(t.text.key()) != id) return bad(tk(id) + "key index does not map to it");
     if (t.wanted_by.empty() && t.dependents.empty()) {
       return bad(tk(id) + "no wanter and no dependent: should be forgotten");
     }
@@ -1114,14 +1188,13 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
     if ((t.state == TaskState::memory) != !t.holders.empty()) {
       return bad(tk(id) + "holders iff memory violated");
     }
-    if ((t.state == TaskState::processing) != (t.worker != kNone)) {
-      return bad(tk(id) + "worker iff processing violated");
-    }
     if ((is_active(t.state) || t.state == TaskState::memory) && !need) {
       return bad(tk(id) + "nobody needs it");
     }
-    if ((t.state == TaskState::erred) != (t.error != nullptr)) {
-      return bad(tk(id) + "error iff erred violated");
+    if (t.state == TaskState::erred) {  // (entries for other ids: see the count check below)
+      ++nerred;
+      auto e = errors.find(id);
+      if (e == errors.end() || e->second == nullptr) return bad(tk(id) + "erred without an error");
     }
     switch (t.state) {
       case TaskState::released:
@@ -1134,7 +1207,8 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
           if (ds == TaskState::memory) continue;
           ++missing;
           if (!is_active(ds)) {
-            return bad(tk(id) + "waits on " + tasks[l.id].key + " which is " + to_string(ds));
+            return bad(tk(id) + "waits on " + std::string(tasks[l.id].text.key()) + " which is " +
+                       to_string(ds));
           }
         }
         if (missing == 0) return bad(tk(id) + "waiting with every dependency in memory");
@@ -1148,11 +1222,11 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
           ++nqueued;
           if (!has_entry[id]) return bad(tk(id) + "queued without a ready entry");
         } else {
-          if (t.worker >= workers.size() || !workers[t.worker].alive) {
+          if (t.run.worker >= workers.size() || !workers[t.run.worker].alive) {
             return bad(tk(id) + "processing on a dead worker");
           }
-          const auto& p = workers[t.worker].processing;
-          if (t.worker_pos >= p.size() || p[t.worker_pos] != id) {
+          const auto& p = workers[t.run.worker].processing;
+          if (t.run.pos >= p.size() || p[t.run.pos].id != id) {
             return bad(tk(id) + "not in its worker's processing set");
           }
         }
@@ -1164,6 +1238,8 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
   }
   if (live != keys.size()) return bad("key index size differs from live tasks");
   if (nqueued != queued) return bad("queued count wrong");
+  // Every erred task has its own entry, so equal counts leave none for other (or dead) ids.
+  if (nerred != errors.size()) return bad("an error is kept for a task that is not erred");
 
   std::size_t nworkers = 0;
   for (Index wi = 0; wi < workers.size(); ++wi) {
@@ -1178,12 +1254,12 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
     if (it == worker_index.end() || it->second != wi) return bad(wn + "not indexed");
     std::int64_t occ = 0;
     for (Index i = 0; i < w.processing.size(); ++i) {
-      const TaskId id = w.processing[i];
+      const TaskId id = w.processing[i].id;
       if (id >= tasks.size() || !tasks[id].alive || tasks[id].state != TaskState::processing ||
-          tasks[id].worker != wi || tasks[id].worker_pos != i) {
+          tasks[id].run.worker != wi || tasks[id].run.pos != i) {
         return bad(wn + "processing set holds a task not processing there");
       }
-      occ += tasks[id].est_ns;
+      occ += w.processing[i].est_ns;
     }
     if (occ != w.occupancy_ns) return bad(wn + "occupancy wrong");
     for (Index i = 0; i < w.has_what.size(); ++i) {
@@ -1248,11 +1324,25 @@ void SchedulerState::on_client_left(PeerId client) {
   s.schedule();
 }
 
-void SchedulerState::on_submit(PeerId client, std::vector<TaskSpec> tasks) {
+void SchedulerState::on_submit(PeerId client, const std::vector<TaskSpec>& tasks) {
+  std::vector<std::string_view> deps;
+  for (const TaskSpec& t : tasks) deps.insert(deps.end(), t.deps.begin(), t.deps.end());
+  std::vector<TaskSpecView> views;
+  views.reserve(tasks.size());
+  std::size_t at = 0;
+  for (const TaskSpec& t : tasks) {
+    views.push_back({t.key, t.name, t.args, std::span(deps).subspan(at, t.deps.size()),
+                     t.retries, t.priority});
+    at += t.deps.size();
+  }
+  on_submit(client, views);
+}
+
+void SchedulerState::on_submit(PeerId client, std::span<const TaskSpecView> tasks) {
   Impl& s = *impl_;
   const Index c = s.ensure_client(client, "");
   auto& dep_ids = s.scratch_ids;
-  for (TaskSpec& spec : tasks) {
+  for (const TaskSpecView& spec : tasks) {
     ++s.counters.tasks_submitted;
     const std::uint32_t h = KeyIndex::hash(spec.key);
     const TaskId existing = s.keys.find(spec.key, h, s.key_of());
@@ -1264,13 +1354,14 @@ void SchedulerState::on_submit(PeerId client, std::vector<TaskSpec> tasks) {
     }
     dep_ids.clear();
     std::shared_ptr<ErrorInfo> err;
-    for (const std::string& dk : spec.deps) {
+    for (const std::string_view dk : spec.deps) {
       const TaskId d = s.find_task(dk);
       if (d == kNone) {
         err = std::make_shared<ErrorInfo>();
         err->kind = ErrorKind::scheduler_error;
         err->type = "MissingDependency";
-        err->message = "task " + spec.key + " depends on unknown key " + dk;
+        err->message =
+            "task " + std::string(spec.key) + " depends on unknown key " + std::string(dk);
         break;
       }
       dep_ids.push_back(d);
@@ -1289,16 +1380,16 @@ void SchedulerState::on_submit(PeerId client, std::vector<TaskSpec> tasks) {
   s.schedule();
 }
 
-void SchedulerState::on_want(PeerId client, std::span<const std::string> keys) {
+void SchedulerState::on_want(PeerId client, std::span<const std::string_view> keys) {
   Impl& s = *impl_;
   const Index c = s.ensure_client(client, "");
-  for (const std::string& key : keys) {
+  for (const std::string_view key : keys) {
     const TaskId id = s.find_task(key);
     if (id == kNone) {
       ErrorInfo err;
       err.kind = ErrorKind::lost;
       err.type = "LostKey";
-      err.message = "the scheduler does not know key " + key;
+      err.message = "the scheduler does not know key " + std::string(key);
       KeyReport r;
       r.key = key;
       r.status = KeyStatus::lost;
@@ -1312,11 +1403,11 @@ void SchedulerState::on_want(PeerId client, std::span<const std::string> keys) {
   s.schedule();
 }
 
-void SchedulerState::on_release(PeerId client, std::span<const std::string> keys) {
+void SchedulerState::on_release(PeerId client, std::span<const std::string_view> keys) {
   Impl& s = *impl_;
   const Index c = s.find_client(client);
   if (c == kNone) return;
-  for (const std::string& key : keys) {
+  for (const std::string_view key : keys) {
     const TaskId id = s.find_task(key);
     if (id == kNone) continue;
     const Task& t = s.tasks[id];
@@ -1332,12 +1423,12 @@ void SchedulerState::on_release(PeerId client, std::span<const std::string> keys
   s.schedule();
 }
 
-void SchedulerState::on_cancel(PeerId client, std::span<const std::string> keys) {
+void SchedulerState::on_cancel(PeerId client, std::span<const std::string_view> keys) {
   Impl& s = *impl_;
   // The keys and everything depending on them.
   std::vector<TaskId> closure;
   std::vector<char> seen(s.tasks.size(), 0);
-  for (const std::string& key : keys) {
+  for (const std::string_view key : keys) {
     const TaskId id = s.find_task(key);
     if (id == kNone || seen[id]) continue;
     seen[id] = 1;
@@ -1362,7 +1453,7 @@ void SchedulerState::on_cancel(PeerId client, std::span<const std::string> keys)
   for (const TaskId id : closure) {
     Task& t = s.tasks[id];
     KeyReport r;
-    r.key = t.key;
+    r.key = t.text.key();
     r.status = KeyStatus::cancelled;
     r.error = &err;
     while (!t.wanted_by.empty()) {
@@ -1436,7 +1527,7 @@ void SchedulerState::on_task_done(PeerId worker, std::string_view key, std::uint
     return;
   }
   Task& t = s.tasks[id];
-  if (t.state != TaskState::processing || t.worker != wi) {
+  if (t.state != TaskState::processing || t.run.worker != wi) {
     // Late or duplicate: keep the data only where the records say it is.
     bool holder = false;
     for (const Link& h : t.holders) holder = holder || h.id == wi;
@@ -1470,7 +1561,7 @@ void SchedulerState::on_task_failed(PeerId worker, std::string_view key, ErrorIn
   const TaskId id = s.find_task(key);
   if (id == kNone) return;
   Task& t = s.tasks[id];
-  if (t.state != TaskState::processing || t.worker != wi) return;
+  if (t.state != TaskState::processing || t.run.worker != wi) return;
   s.detach(id);
   ++s.counters.tasks_failed;
   if (error.worker.empty()) error.worker = s.workers[wi].name;
@@ -1485,19 +1576,19 @@ void SchedulerState::on_task_failed(PeerId worker, std::string_view key, ErrorIn
 }
 
 void SchedulerState::on_missing_deps(PeerId worker, std::string_view key,
-                                     std::span<const std::string> missing) {
+                                     std::span<const std::string_view> missing) {
   Impl& s = *impl_;
   const Index wi = s.find_worker(worker);
   if (wi == kNone) return;
   const TaskId id = s.find_task(key);
   if (id == kNone) return;
   Task& t = s.tasks[id];
-  if (t.state != TaskState::processing || t.worker != wi) return;
+  if (t.state != TaskState::processing || t.run.worker != wi) return;
   s.detach(id);
   s.set_state(id, TaskState::waiting);
   t.n_waiting = 0;
   std::vector<TaskId> lost;
-  for (const std::string& mk : missing) {
+  for (const std::string_view mk : missing) {
     const TaskId m = s.find_task(mk);
     if (m == kNone) continue;
     bool is_dep = false;
@@ -1507,7 +1598,7 @@ void SchedulerState::on_missing_deps(PeerId worker, std::string_view key,
     for (Index i = mt.holders.size(); i-- > 0;) {
       const Index h = mt.holders[i].id;
       if (h == wi) continue;
-      s.out.free_key(s.workers[h].peer, mt.key);
+      s.out.free_key(s.workers[h].peer, mt.text.key());
       remove_link(s.holders_of(), m, i, s.has_what_of());
     }
     if (mt.holders.empty()) {
@@ -1530,17 +1621,17 @@ void SchedulerState::on_missing_deps(PeerId worker, std::string_view key,
   s.schedule();
 }
 
-void SchedulerState::on_reject(PeerId worker, std::span<const std::string> keys) {
+void SchedulerState::on_reject(PeerId worker, std::span<const std::string_view> keys) {
   Impl& s = *impl_;
   const Index wi = s.find_worker(worker);
   if (wi == kNone) return;
   s.workers[wi].closing = true;
   s.refresh_worker(wi);
-  for (const std::string& key : keys) {
+  for (const std::string_view key : keys) {
     const TaskId id = s.find_task(key);
     if (id == kNone) continue;
     const Task& t = s.tasks[id];
-    if (t.state != TaskState::processing || t.worker != wi) continue;
+    if (t.state != TaskState::processing || t.run.worker != wi) continue;
     s.detach(id);
     s.make_ready(id);
   }

@@ -64,6 +64,12 @@ inline std::string_view view(const flatbuffers::Vector<std::uint8_t>* v) {
            : std::string_view();
 }
 std::vector<std::string> strings(const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* v);
+/// Appends views of the strings in `v` (valid while the message is) to `out`.
+inline void append_views(const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* v,
+                         std::vector<std::string_view>& out) {
+  if (!v) return;
+  for (const auto* s : *v) out.push_back(view(s));
+}
 ErrorInfo to_error_info(const Error* e);
 
 }  // namespace plexus::wire

@@ -57,7 +57,18 @@ using PeerId = std::uint32_t;
 enum class TaskState : std::uint8_t { released, waiting, queued, processing, memory, erred };
 const char* to_string(TaskState s);
 
-/// A task as submitted by a client.
+/// A task as submitted by a client, viewed in place (e.g. in the received message); the views are
+/// read during on_submit only.
+struct TaskSpecView {
+  std::string_view key;
+  std::string_view name;
+  std::string_view args;
+  std::span<const std::string_view> deps;  // no repeats
+  std::uint32_t retries = 0;
+  std::int32_t priority = 0;
+};
+
+/// A task as submitted by a client, owning its strings (tests, benchmarks).
 struct TaskSpec {
   std::string key;
   std::string name;               // "plugin.task"
@@ -155,13 +166,22 @@ class SchedulerState {
   /// Tasks in dependency order. A key that already exists is not recomputed: the client is added
   /// to its wanters (and told at once if it is in memory or erred; a released key is recomputed).
   /// A dependency that is unknown errs the task (ErrorKind::scheduler_error, naming the key).
-  void on_submit(PeerId client, std::vector<TaskSpec> tasks);
+  void on_submit(PeerId client, std::span<const TaskSpecView> tasks);
+  void on_submit(PeerId client, const std::vector<TaskSpec>& tasks);
   /// The client wants existing keys (e.g. a future it rebuilt from a key). Unknown keys are
   /// reported lost.
-  void on_want(PeerId client, std::span<const std::string> keys);
-  void on_release(PeerId client, std::span<const std::string> keys);
+  void on_want(PeerId client, std::span<const std::string_view> keys);
+  void on_release(PeerId client, std::span<const std::string_view> keys);
   /// Cancels the keys for every client: they are reported cancelled and forgotten.
-  void on_cancel(PeerId client, std::span<const std::string> keys);
+  void on_cancel(PeerId client, std::span<const std::string_view> keys);
+  // The same taking std::string keys (tests, benchmarks).
+  void on_want(PeerId client, std::span<const std::string> keys) { on_want(client, views(keys)); }
+  void on_release(PeerId client, std::span<const std::string> keys) {
+    on_release(client, views(keys));
+  }
+  void on_cancel(PeerId client, std::span<const std::string> keys) {
+    on_cancel(client, views(keys));
+  }
 
   // ---- workers ----
   void on_worker_joined(PeerId worker, WorkerInfo info, double now);
@@ -176,9 +196,14 @@ class SchedulerState {
                       double now);
   /// The worker could not fetch `missing` for `key`: those holders are dropped and the task
   /// waits for the data to be recomputed or found elsewhere.
-  void on_missing_deps(PeerId worker, std::string_view key, std::span<const std::string> missing);
+  void on_missing_deps(PeerId worker, std::string_view key,
+                       std::span<const std::string_view> missing);
+  void on_missing_deps(PeerId worker, std::string_view key, std::span<const std::string> missing) {
+    on_missing_deps(worker, key, views(missing));
+  }
   /// The worker hands back tasks it will not run (it is shutting down).
-  void on_reject(PeerId worker, std::span<const std::string> keys);
+  void on_reject(PeerId worker, std::span<const std::string_view> keys);
+  void on_reject(PeerId worker, std::span<const std::string> keys) { on_reject(worker, views(keys)); }
   /// Checks heartbeats: workers silent for longer than worker_ttl leave (timed_out). Returns them
   /// so the I/O layer can also tell them to shut down if they reappear.
   std::vector<PeerId> on_tick(double now);
@@ -201,6 +226,9 @@ class SchedulerState {
   std::optional<std::string> validate() const;
 
  private:
+  static std::vector<std::string_view> views(std::span<const std::string> keys) {
+    return {keys.begin(), keys.end()};
+  }
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
