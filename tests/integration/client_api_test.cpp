@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -303,6 +304,110 @@ TEST_P(ClientApiTest, FuturesOutliveTheirClient) {
   EXPECT_EQ(done.result(1s), 6);
   EXPECT_EQ(pending.status(), FutureStatus::error);
   EXPECT_THROW(copy.result(1s), TaskError);
+}
+
+TEST_P(ClientApiTest, SchedulerInfoListsTheWorkers) {
+  client().wait_for_workers(2, 10s);
+  SchedulerInfo info = client().scheduler_info();
+  EXPECT_EQ(info.address, client().scheduler_address());
+  EXPECT_FALSE(info.id.empty());
+  ASSERT_EQ(info.workers.size(), 2u);
+  for (const auto& w : info.workers) {
+    EXPECT_EQ(w.nthreads, 2u) << w.address;
+    EXPECT_FALSE(w.name.empty());
+    EXPECT_FALSE(w.closing);
+  }
+  EXPECT_LT(info.workers[0].address, info.workers[1].address);
+  auto threads = client().nthreads();
+  ASSERT_EQ(threads.size(), 2u);
+  for (const auto& w : info.workers) EXPECT_EQ(threads.at(w.address), 2u);
+  EXPECT_THROW(client().wait_for_workers(3, 200ms), TimeoutError);
+}
+
+TEST_P(ClientApiTest, WhoHasAndHasWhatAgree) {
+  client().wait_for_workers(2, 10s);
+  auto xs = client().map<std::int64_t>("math.square", std::vector<std::int64_t>{1, 2, 3, 4});
+  client().gather(xs);
+  auto where = client().who_has(xs);
+  ASSERT_EQ(where.size(), xs.size());
+  auto held = client().has_what();
+  ASSERT_EQ(held.size(), 2u);  // both workers, even one holding nothing
+  for (const auto& f : xs) {
+    const auto& holders = where.at(std::string(f.key()));
+    ASSERT_EQ(holders.size(), 1u) << f.key();
+    const auto& keys = held.at(holders[0]);
+    EXPECT_NE(std::find(keys.begin(), keys.end(), std::string(f.key())), keys.end()) << f.key();
+  }
+  auto unknown = client().who_has(std::vector<std::string>{"no-such-key"});
+  EXPECT_TRUE(unknown.at("no-such-key").empty());
+  auto one = client().has_what({where.begin()->second[0]});
+  EXPECT_EQ(one.size(), 1u);
+}
+
+TEST_P(ClientApiTest, ClusterQueriesOnAClosedClientThrow) {
+  client().close();
+  EXPECT_THROW(client().scheduler_info(), ConnectionError);
+}
+
+TEST_P(ClientApiTest, WaitAllFirstCompletedAndFirstException) {
+  using Ms = std::int64_t;
+  const SubmitOptions impure{.pure = false};
+  std::vector<Future<Ms>> fs{client().submit<Ms>(impure, "testing.sleep_ms", Ms{0}),
+                             client().submit<Ms>(impure, "testing.sleep_ms", Ms{1500})};
+  auto first = wait(fs, 10s, ReturnWhen::first_completed);
+  ASSERT_EQ(first.done.size(), 1u);
+  EXPECT_EQ(first.done[0].key(), fs[0].key());
+  ASSERT_EQ(first.not_done.size(), 1u);
+  EXPECT_EQ(first.not_done[0].key(), fs[1].key());
+  EXPECT_THROW(wait(fs, 100ms), TimeoutError);
+  fs[1].cancel();  // cancelled counts as done
+  auto all = wait(fs, 10s);
+  EXPECT_EQ(all.done.size(), 2u);
+  EXPECT_TRUE(all.not_done.empty());
+
+  std::vector<Future<Ms>> gs{client().submit<Ms>(impure, "testing.sleep_ms", Ms{1500}),
+                             client().submit<Ms>(impure, "testing.fail", std::string("early"))};
+  auto failed = wait(gs, 10s, ReturnWhen::first_exception);
+  ASSERT_EQ(failed.done.size(), 1u);
+  EXPECT_EQ(failed.done[0].status(), FutureStatus::error);
+  EXPECT_EQ(failed.done[0].key(), gs[1].key());
+  EXPECT_TRUE(wait(std::vector<Future<Ms>>{}, 1ms).done.empty());
+  client().cancel(gs);
+  EXPECT_EQ(wait(gs, 10s).done.size(), 2u);
+}
+
+TEST_P(ClientApiTest, AsCompletedYieldsEachFutureOnceAsItFinishes) {
+  using Ms = std::int64_t;
+  const SubmitOptions impure{.pure = false};
+  AsCompleted<Ms> ac(std::vector<Future<Ms>>{
+      client().submit<Ms>(impure, "testing.sleep_ms", Ms{800}),
+      client().submit<Ms>(impure, "testing.sleep_ms", Ms{0})});
+  EXPECT_EQ(ac.size(), 2u);
+  std::vector<Ms> order;
+  bool added = false;
+  for (auto& f : ac) {
+    ASSERT_TRUE(f.done());
+    order.push_back(f.result());
+    if (!added) {  // added while iterating: yielded too
+      ac.add(client().submit<Ms>(impure, "testing.sleep_ms", Ms{1}));
+      added = true;
+    }
+  }
+  ASSERT_EQ(order.size(), 3u);
+  EXPECT_EQ(order.front(), 0);  // the quick one first
+  EXPECT_EQ(std::count(order.begin(), order.end(), 800), 1);
+  EXPECT_EQ(std::count(order.begin(), order.end(), 1), 1);
+  EXPECT_TRUE(ac.empty());
+
+  AsCompleted<std::int64_t> squares(
+      client().map<std::int64_t>("math.square", std::vector<std::int64_t>{1, 2, 3}));
+  std::int64_t total = 0;
+  while (auto next = squares.next_with_result(10s)) total += next->second;
+  EXPECT_EQ(total, 1 + 4 + 9);
+
+  AsCompleted<Ms> slow(std::vector<Future<Ms>>{
+      client().submit<Ms>(impure, "testing.sleep_ms", Ms{800})});
+  EXPECT_THROW(slow.next(50ms), TimeoutError);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),

@@ -4,6 +4,7 @@
 #include <plexus/client/local_cluster.hpp>
 #include <plexus/common/key_map.hpp>
 
+#include <nlohmann/json.hpp>
 #include <tsl/robin_set.h>
 #include <plexus/common/logging.hpp>
 #include <plexus/common/task_key.hpp>
@@ -96,12 +97,14 @@ struct PendingTask {
 };
 
 struct Command {
-  enum class Type { submit, fetch, cancel } type;
+  enum class Type { submit, fetch, cancel, info } type;
   std::vector<PendingTask> tasks;  // submit
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
-  std::string key;                 // fetch, cancel
-  std::vector<std::string> holders;  // fetch
+  std::string key;                   // fetch, cancel
+  std::vector<std::string> holders;  // fetch: where; info: the keys or workers asked about
+  wire::InfoKind info_kind = wire::InfoKind::scheduler_info;
+  std::shared_ptr<std::promise<std::string>> reply;  // info: the JSON answer
 };
 
 // Submitters wait while this many tasks are queued for the I/O thread, so a client that maps
@@ -373,6 +376,79 @@ std::exception_ptr future_exception(const FutureState& s, Timeout timeout) {
   return make_task_error(std::string(s.key()), s.error_info());
 }
 
+namespace {
+bool is_failed(FutureStatus st) {
+  return st == FutureStatus::error || st == FutureStatus::cancelled || st == FutureStatus::lost;
+}
+// Waits on `core` until `ready` (which the caller evaluates under core->mu); false on timeout.
+template <class Pred>
+bool wait_core(ClientCore& core, Timeout timeout, Pred ready) {
+  std::unique_lock lock(core.mu);
+  if (!timeout) {
+    core.cv.wait(lock, ready);
+    return true;
+  }
+  return core.cv.wait_for(lock, *timeout, ready);
+}
+// The one client all `states` belong to; throws if they belong to several.
+ClientCore* one_core(const std::vector<const FutureState*>& states) {
+  ClientCore* core = nullptr;
+  for (const FutureState* s : states) {
+    if (!s) throw std::invalid_argument("wait: an empty (default-constructed) future");
+    if (core && s->core != core) {
+      throw std::invalid_argument("wait: the futures belong to different clients");
+    }
+    core = s->core;
+  }
+  return core;
+}
+}  // namespace
+
+bool futures_wait(const std::vector<const FutureState*>& states, WaitFor what, Timeout timeout) {
+  if (states.empty()) return true;
+  const Clock::time_point deadline =
+      timeout ? Clock::now() + *timeout : Clock::time_point::max();
+  if (what == WaitFor::all) {
+    // One future after the other (any clients), so n futures cost O(n) checks in all.
+    for (const FutureState* s : states) {
+      if (!s) throw std::invalid_argument("wait: an empty (default-constructed) future");
+      Timeout left;
+      if (timeout) left = std::max(std::chrono::nanoseconds(0), deadline - Clock::now());
+      if (!future_wait(*s, left)) return false;
+    }
+    return true;
+  }
+  ClientCore* core = one_core(states);
+  return wait_core(*core, timeout, [&] {
+    bool all_done = true;
+    for (const FutureState* s : states) {
+      if (s->status == FutureStatus::pending) {
+        all_done = false;
+      } else if (what == WaitFor::any || is_failed(s->status)) {
+        return true;
+      }
+    }
+    return all_done;
+  });
+}
+
+std::size_t wait_any(const std::vector<const FutureState*>& states, Timeout timeout) {
+  constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  if (states.empty()) return npos;
+  ClientCore* core = one_core(states);
+  std::size_t found = npos;
+  wait_core(*core, timeout, [&] {
+    for (std::size_t i = 0; i < states.size(); ++i) {
+      if (states[i]->status != FutureStatus::pending) {
+        found = i;
+        return true;
+      }
+    }
+    return false;
+  });
+  return found;
+}
+
 void future_cancel(const FutureState& s) {
   s.core->push(Command{Command::Type::cancel, {}, 0, 0, std::string(s.key()), {}});
 }
@@ -443,10 +519,15 @@ struct Client::Impl {
     }
   }
 
-  // Marks every pending future failed; caller holds core->mu.
+  // Marks every pending future failed; caller holds core->mu, and is the I/O thread or runs after
+  // it stopped.
   void fail_pending_locked(const std::string& reason) {
     core->closed = true;
     core->closed_reason = reason;
+    for (auto& [id, reply] : infos) {
+      reply->set_exception(std::make_exception_ptr(ConnectionError(reason)));
+    }
+    infos.clear();
     for (FutureState* s : core->futures) {
       if (s->status == FutureStatus::pending ||
           (s->status == FutureStatus::finished && !s->has_value)) {
@@ -505,6 +586,26 @@ struct Client::Impl {
       core->push(Command{Command::Type::submit, std::move(fresh), o.retries, o.priority, {}, {}});
     }
     return result;
+  }
+
+  // Asks the scheduler; returns its JSON answer.
+  std::string info(wire::InfoKind kind, std::vector<std::string> keys,
+                   std::chrono::milliseconds timeout) {
+    auto reply = std::make_shared<std::promise<std::string>>();
+    auto answer = reply->get_future();
+    {
+      std::lock_guard lock(core->mu);
+      if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
+    }
+    Command c{Command::Type::info, {}, 0, 0, {}, std::move(keys)};
+    c.info_kind = kind;
+    c.reply = std::move(reply);
+    core->push(std::move(c));
+    if (answer.wait_for(timeout) != std::future_status::ready) {
+      throw TimeoutError("no answer from the scheduler at " + address + " within " +
+                         std::to_string(timeout.count()) + " ms");
+    }
+    return answer.get();
   }
 
   // ---- I/O thread ----
@@ -658,6 +759,15 @@ struct Client::Impl {
         case Command::Type::fetch:
           start_fetch(c.key, std::move(c.holders), 0);
           break;
+        case Command::Type::info: {
+          const std::uint64_t id = next_request++;
+          std::vector<fb::Offset<fb::String>> ks;
+          ks.reserve(c.holders.size());
+          for (const auto& k : c.holders) ks.push_back(out.str(k));
+          out.add(wire::CreateInfoRequest(out.fbb(), id, c.info_kind, out.fbb().CreateVector(ks)));
+          infos.emplace(id, std::move(c.reply));
+          break;
+        }
       }
     }
     // Releases go after this turn's submits (taken in the same critical section): a submit taken
@@ -721,6 +831,20 @@ struct Client::Impl {
           log->warn("the scheduler dropped a message from this client: {}",
                     wire::view(env->msg_as_ProtocolError()->reason()));
           break;
+        case wire::Msg::InfoReply: {
+          const auto* r = env->msg_as_InfoReply();
+          auto it = infos.find(r->request_id());
+          if (it == infos.end()) break;
+          if (r->error() && r->error()->size() > 0) {
+            it->second->set_exception(std::make_exception_ptr(
+                SchedulerError(TaskError::Kind::scheduler_error, "", "", "plexus::SchedulerError",
+                               std::string(wire::view(r->error())), "")));
+          } else {
+            it->second->set_value(std::string(wire::view(r->json())));
+          }
+          infos.erase(it);
+          break;
+        }
         default:
           break;
       }
@@ -878,6 +1002,7 @@ struct Client::Impl {
   std::vector<FutureState*> released;  // swapped with core->released each turn
   std::vector<fb::Offset<fb::String>> cancels;
   std::unordered_map<std::uint64_t, std::pair<std::string, Fetch>> fetches;
+  std::unordered_map<std::uint64_t, std::shared_ptr<std::promise<std::string>>> infos;
   std::uint64_t next_request = 1;
   std::unordered_map<std::string, zmq::socket_t> peer_sockets;
   bool peers_changed = true;
@@ -928,6 +1053,72 @@ void Client::close() {
 }
 
 const std::string& Client::scheduler_address() const { return impl_->address; }
+
+SchedulerInfo Client::scheduler_info(std::chrono::milliseconds timeout) {
+  const auto j = nlohmann::json::parse(impl_->info(wire::InfoKind::scheduler_info, {}, timeout));
+  SchedulerInfo out;
+  out.id = j.value("id", "");
+  out.address = j.value("address", "");
+  out.tasks = j.value("tasks", std::size_t{0});
+  out.queued = j.value("queued", std::size_t{0});
+  for (const auto& [address, w] : j.at("workers").items()) {
+    WorkerState ws;
+    ws.address = address;
+    ws.name = w.value("name", "");
+    ws.nthreads = w.value("nthreads", 0u);
+    ws.processing = w.value("processing", std::size_t{0});
+    ws.held = w.value("held", std::size_t{0});
+    ws.held_bytes = w.value("held_bytes", std::uint64_t{0});
+    ws.closing = w.value("closing", false);
+    out.workers.push_back(std::move(ws));
+  }
+  return out;
+}
+
+std::map<std::string, std::uint32_t> Client::nthreads(std::chrono::milliseconds timeout) {
+  std::map<std::string, std::uint32_t> out;
+  for (const auto& w : scheduler_info(timeout).workers) out[w.address] = w.nthreads;
+  return out;
+}
+
+namespace {
+std::map<std::string, std::vector<std::string>> string_lists(const std::string& text) {
+  std::map<std::string, std::vector<std::string>> out;
+  const auto j = nlohmann::json::parse(text);  // named: items() only views it
+  for (const auto& [k, v] : j.items()) {
+    out[k] = v.get<std::vector<std::string>>();
+  }
+  return out;
+}
+}  // namespace
+
+std::map<std::string, std::vector<std::string>> Client::who_has(
+    const std::vector<std::string>& keys, std::chrono::milliseconds timeout) {
+  return string_lists(impl_->info(wire::InfoKind::who_has, keys, timeout));
+}
+
+std::map<std::string, std::vector<std::string>> Client::has_what(
+    const std::vector<std::string>& workers, std::chrono::milliseconds timeout) {
+  return string_lists(impl_->info(wire::InfoKind::has_what, workers, timeout));
+}
+
+void Client::wait_for_workers(std::size_t n, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::size_t seen = 0;
+  while (true) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() > 0) {
+      seen = scheduler_info(left).workers.size();
+      if (seen >= n) return;
+    }
+    if (Clock::now() + std::chrono::milliseconds(20) >= deadline) {
+      throw TimeoutError("waited " + std::to_string(timeout.count()) + " ms for " +
+                         std::to_string(n) + " workers; " + std::to_string(seen) + " joined");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 
 detail::FutureRef Client::submit_encoded(const SubmitOptions& options, EncodedCall call) {
   std::vector<EncodedCall> calls;

@@ -6,6 +6,7 @@
 #include <plexus/protocol/wire.hpp>
 
 #include <plexus/abi.h>
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <chrono>
@@ -45,7 +46,18 @@ double now_s() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-enum class Role : std::uint8_t { unknown, client, worker, removed };
+enum class Role : std::uint8_t { unknown, client, worker, nanny, removed };
+
+const char* role_name(Role r) {
+  switch (r) {
+    case Role::client: return "client";
+    case Role::worker: return "worker";
+    case Role::nanny: return "nanny";
+    case Role::removed: return "removed worker";
+    case Role::unknown: break;
+  }
+  return "peer";
+}
 
 struct Peer {
   std::string routing_id;
@@ -265,8 +277,8 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       return;
     }
     if (pr.role == Role::removed) {
-      shutdown_worker(peer, "this worker was removed from the cluster (no heartbeat within "
-                            "worker-ttl); restart it to rejoin");
+      shutdown_worker(peer, "this worker was removed from the cluster (its nanny reported it dead, "
+                            "or no heartbeat within worker-ttl); restart it to rejoin");
       return;
     }
     if (pr.role == Role::unknown) {
@@ -274,7 +286,8 @@ struct SchedulerService::Impl final : SchedulerOutbox {
                                "' before the Hello handshake was dropped");
       return;
     }
-    bool client = pr.role == Role::client;
+    const bool client = pr.role == Role::client;
+    const bool worker = pr.role == Role::worker;
     switch (env.msg_type()) {
       case wire::Msg::Submit: {
         if (!client) break;
@@ -328,7 +341,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         return;
       }
       case wire::Msg::Done: {
-        if (client) break;
+        if (!worker) break;
         const auto* m = env.msg_as_Done();
         if (m->done()) {
           for (const wire::TaskDone* d : *m->done()) {
@@ -349,7 +362,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         return;
       }
       case wire::Msg::MissingDeps: {
-        if (client) break;
+        if (!worker) break;
         const auto* m = env.msg_as_MissingDeps();
         key_views.clear();
         wire::append_views(m->missing(), key_views);
@@ -357,7 +370,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         return;
       }
       case wire::Msg::Reject: {
-        if (client) break;
+        if (!worker) break;
         key_views.clear();
         wire::append_views(env.msg_as_Reject()->keys(), key_views);
         const auto& keys = key_views;
@@ -365,28 +378,85 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         return;
       }
       case wire::Msg::Heartbeat: {
-        if (!client) state.on_heartbeat(peer, now);
+        if (worker) state.on_heartbeat(peer, now);
         // Answer so the peer knows the scheduler is alive (its death timeout).
         Pending& p = pending(peer);
         p.batch.add(wire::CreateHeartbeat(p.batch.fbb(), 0, 0, 0));
         return;
       }
       case wire::Msg::Goodbye: {
-        log->info("{} left peer={} name='{}' reason='{}'", client ? "client" : "worker", peer,
-                  pr.name, wire::view(env.msg_as_Goodbye()->reason()));
+        log->info("{} left peer={} name='{}' reason='{}'", role_name(pr.role), peer, pr.name,
+                  wire::view(env.msg_as_Goodbye()->reason()));
         if (client) {
           state.on_client_left(peer);
-        } else {
+        } else if (worker) {
           state.on_worker_left(peer, WorkerExit::graceful, now);
         }
         forget_peer(peer);
+        return;
+      }
+      case wire::Msg::InfoRequest: {
+        if (!client) break;
+        answer_info(peer, *env.msg_as_InfoRequest());
+        return;
+      }
+      case wire::Msg::WorkerDied: {
+        if (pr.role != Role::nanny) break;
+        const auto* m = env.msg_as_WorkerDied();
+        const std::string_view name = wire::view(m->name());
+        const std::string_view cause = wire::view(m->cause());
+        if (auto dead = state.on_worker_died(name, cause, now)) {
+          log->warn("worker removed peer={} name='{}': {} (reported by its nanny)", *dead, name,
+                    cause);
+          if (auto it = peers.find(*dead); it != peers.end()) it->second.role = Role::removed;
+        }
         return;
       }
       default:
         break;
     }
     protocol_error(peer, std::string("unexpected message '") + wire::EnumNameMsg(env.msg_type()) +
-                             "' from a " + (client ? "client" : "worker"));
+                             "' from a " + role_name(pr.role));
+  }
+
+  // A client's question about the cluster, answered as JSON in the peer's batch.
+  void answer_info(PeerId peer, const wire::InfoRequest& r) {
+    nlohmann::json j = nlohmann::json::object();
+    key_views.clear();
+    wire::append_views(r.keys(), key_views);
+    switch (r.kind()) {
+      case wire::InfoKind::scheduler_info: {
+        j["type"] = "Scheduler";
+        j["id"] = scheduler_id;
+        j["address"] = bound;
+        j["tasks"] = state.task_count();
+        j["queued"] = state.queued_count();
+        nlohmann::json workers = nlohmann::json::object();
+        for (const auto& w : state.workers()) {
+          workers[w.address] = {{"name", w.name},
+                                {"nthreads", w.nthreads},
+                                {"processing", w.processing},
+                                {"held", w.held},
+                                {"held_bytes", w.held_bytes},
+                                {"closing", w.closing}};
+        }
+        j["workers"] = std::move(workers);
+        break;
+      }
+      case wire::InfoKind::who_has:
+        for (std::string_view k : key_views) j[std::string(k)] = state.holders_of(k);
+        break;
+      case wire::InfoKind::has_what:
+        if (key_views.empty()) {
+          for (const auto& w : state.workers()) j[w.address] = state.keys_held_by(w.address);
+        } else {
+          for (std::string_view a : key_views) j[std::string(a)] = state.keys_held_by(a);
+        }
+        break;
+    }
+    Pending& p = pending(peer);
+    const std::string text = j.dump();
+    p.batch.add(wire::CreateInfoReply(p.batch.fbb(), r.request_id(), p.batch.str(text), 0));
   }
 
   void on_hello(PeerId peer, const wire::Hello& h, double now) {
@@ -422,6 +492,9 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       log->info("worker joined peer={} name='{}' nthreads={} data={} pid={}", peer, name,
                 info.nthreads, info.data_address, h.pid());
       state.on_worker_joined(peer, std::move(info), now);
+    } else if (h.role() == wire::Role::nanny) {
+      pr.role = Role::nanny;
+      log->info("nanny joined peer={} name='{}' pid={}", peer, name, h.pid());
     } else {
       pr.role = Role::client;
       log->info("client joined peer={} name='{}' pid={}", peer, name, h.pid());

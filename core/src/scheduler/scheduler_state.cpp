@@ -1025,23 +1025,43 @@ struct SchedulerState::Impl {
     return kNone;
   }
 
-  void record_death(TaskId id, const Worker& w) { died_on[id].push_back(w.name); }
+  /// Notes that task `id` was on worker `w` when it died of `cause`: "w1 (killed by signal
+  /// SIGSEGV)", in the order of the deaths, for the KilledWorker message.
+  void record_death(TaskId id, const Worker& w, std::string_view cause) {
+    std::string& entry = died_on[id].emplace_back(w.name);
+    entry.append(" (").append(cause).append(")");
+  }
 
+  /// "task K was running on 4 workers that died: w0 (killed by signal SIGSEGV), w1 (no
+  /// heartbeat within worker-ttl), ... (allowed-failures = 3)", naming every death in order.
   std::shared_ptr<const ErrorInfo> killed_worker_error(TaskId id, const Worker& w) {
     auto e = std::make_shared<ErrorInfo>();
     e->kind = ErrorKind::killed_worker;
     e->type = "KilledWorker";
-    const auto& names_died = died_on[id];
+    const auto& deaths = died_on[id];
     e->message = "task " + std::string(tasks[id].text.key()) + " was running on " +
-                 std::to_string(names_died.size()) +
-                 " workers that died while running it (allowed_failures=" +
-                 std::to_string(opt.allowed_failures) + "):";
-    for (const auto& n : names_died) e->message += " " + n;
+                 std::to_string(deaths.size()) + " workers that died:";
+    for (std::size_t i = 0; i < deaths.size(); ++i) {
+      e->message += (i == 0 ? " " : ", ") + deaths[i];
+    }
+    e->message += " (allowed-failures = " + std::to_string(opt.allowed_failures) + ")";
     e->worker = w.name;
     return e;
   }
 
-  void worker_left(Index wi, WorkerExit how) {
+  /// Why a worker that left as `how` died, when nobody said: its nanny's report is passed in as
+  /// `cause` instead.
+  static std::string_view default_death_cause(WorkerExit how) {
+    switch (how) {
+      case WorkerExit::timed_out: return "no heartbeat within worker-ttl";
+      case WorkerExit::lost: return "connection lost";
+      case WorkerExit::graceful: break;
+    }
+    return "left";
+  }
+
+  void worker_left(Index wi, WorkerExit how, std::string_view cause = {}) {
+    if (cause.empty()) cause = default_death_cause(how);
     Worker& w = workers[wi];
     if (w.heap_pos != kNone) heap_remove(wi);
     w.alive = false;
@@ -1073,7 +1093,7 @@ struct SchedulerState::Impl {
       Task& t = tasks[id];
       if (!t.alive || t.state != TaskState::waiting) continue;
       if (how != WorkerExit::graceful) {
-        record_death(id, w);
+        record_death(id, w, cause);
         if (died_on[id].size() > opt.allowed_failures) {
           set_erred(id, killed_worker_error(id, w));
           continue;
@@ -1511,6 +1531,21 @@ void SchedulerState::on_worker_left(PeerId worker, WorkerExit how, double /*now*
   if (wi != kNone) impl_->worker_left(wi, how);
 }
 
+std::optional<PeerId> SchedulerState::on_worker_died(std::string_view worker_name,
+                                                     std::string_view cause, double /*now*/) {
+  // A nanny restarts its worker under the same name. Should the new process's Hello overtake the
+  // report of the old one's death, two live workers have that name: the dead one joined first,
+  // and peers are numbered in joining order.
+  std::optional<PeerId> dead;
+  for (const auto& [peer, wi] : impl_->worker_index) {
+    if (impl_->workers[wi].name == worker_name && (!dead || peer < *dead)) dead = peer;
+  }
+  if (!dead) return std::nullopt;
+  impl_->worker_left(impl_->find_worker(*dead), WorkerExit::lost,
+                     cause.empty() ? std::string_view("reported dead by its nanny") : cause);
+  return dead;
+}
+
 void SchedulerState::on_heartbeat(PeerId worker, double now) {
   impl_->reporting_worker(worker, now);
 }
@@ -1664,6 +1699,47 @@ std::vector<std::string> SchedulerState::who_has(std::string_view key) const {
   const TaskId id = impl_->find_task(key);
   if (id == kNone) return out;
   for (const Link& h : impl_->tasks[id].holders) out.push_back(impl_->workers[h.id].name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<SchedulerState::WorkerSummary> SchedulerState::workers() const {
+  std::vector<WorkerSummary> out;
+  for (const auto& [peer, wi] : impl_->worker_index) {
+    const Worker& w = impl_->workers[wi];
+    WorkerSummary ws;
+    ws.peer = peer;
+    ws.name = w.name;
+    ws.address = w.address;
+    ws.nthreads = w.nthreads;
+    ws.closing = w.closing;
+    ws.processing = w.processing.size();
+    ws.held = w.has_what.size();
+    for (const Link& l : w.has_what) ws.held_bytes += impl_->tasks[l.id].nbytes;
+    ws.last_seen = w.last_seen;
+    out.push_back(std::move(ws));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const WorkerSummary& a, const WorkerSummary& b) { return a.address < b.address; });
+  return out;
+}
+
+std::vector<std::string> SchedulerState::holders_of(std::string_view key) const {
+  std::vector<std::string> out;
+  const TaskId id = impl_->find_task(key);
+  if (id == kNone) return out;
+  for (const Link& h : impl_->tasks[id].holders) out.push_back(impl_->workers[h.id].address);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> SchedulerState::keys_held_by(std::string_view address) const {
+  std::vector<std::string> out;
+  for (const auto& [peer, wi] : impl_->worker_index) {
+    const Worker& w = impl_->workers[wi];
+    if (w.address != address) continue;
+    for (const Link& l : w.has_what) out.emplace_back(impl_->tasks[l.id].text.key());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -25,7 +25,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstddef>
+#include <deque>
 #include <exception>
+#include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -82,6 +86,12 @@ bool future_wait(const FutureState& s, Timeout timeout);
 const std::string& future_value(const FutureState& s, Timeout timeout);
 std::exception_ptr future_exception(const FutureState& s, Timeout timeout);
 void future_cancel(const FutureState& s);
+enum class WaitFor : std::uint8_t { all, any, any_failed };
+/// Waits until every state (`all`), any (`any`), or any failed one or all (`any_failed`) is done;
+/// false on timeout. The states must belong to one client unless `for` is `all`.
+bool futures_wait(const std::vector<const FutureState*>& states, WaitFor what, Timeout timeout);
+/// Index of the first done state, waiting for one; npos on timeout or if `states` is empty.
+std::size_t wait_any(const std::vector<const FutureState*>& states, Timeout timeout);
 [[noreturn]] void throw_result_type_error(const FutureState& s, const std::string& type,
                                           const std::string& what);
 }  // namespace detail
@@ -138,6 +148,122 @@ class Future {
   detail::FutureRef state_;
 };
 
+enum class ReturnWhen { all_completed, first_completed, first_exception };
+
+template <class T>
+struct WaitResult {
+  std::vector<Future<T>> done;
+  std::vector<Future<T>> not_done;
+};
+
+/// Blocks until the futures are done (all of them, the first one, or the first that fails, as
+/// `when` says) and splits them into done and not done, each in the given order. Throws
+/// plexus::TimeoutError when `timeout` passes first.
+template <class T>
+WaitResult<T> wait(const std::vector<Future<T>>& futures,
+                   std::optional<std::chrono::milliseconds> timeout = std::nullopt,
+                   ReturnWhen when = ReturnWhen::all_completed) {
+  std::vector<const detail::FutureState*> states;
+  states.reserve(futures.size());
+  for (const auto& f : futures) states.push_back(f.state().get());
+  const auto what = when == ReturnWhen::all_completed     ? detail::WaitFor::all
+                    : when == ReturnWhen::first_completed ? detail::WaitFor::any
+                                                          : detail::WaitFor::any_failed;
+  if (!detail::futures_wait(states, what, timeout)) {
+    throw TimeoutError("wait: the futures were not done within " +
+                       std::to_string(timeout->count()) + " ms");
+  }
+  WaitResult<T> out;
+  for (const auto& f : futures) (f.done() ? out.done : out.not_done).push_back(f);
+  return out;
+}
+
+/// Futures in the order they finish (dask's as_completed):
+///
+///   plexus::AsCompleted<int> ac(client.map<int>("math.inc", xs));
+///   for (auto& f : ac) use(f.result());     // each future once, as soon as it is done
+///   ac.add(client.submit<int>(...));        // more may be added while iterating
+///
+/// Futures that finish together come in the order they were added. Thread safety: one thread
+/// iterates; add() may be called from that thread only.
+template <class T>
+class AsCompleted {
+ public:
+  AsCompleted() = default;
+  explicit AsCompleted(std::vector<Future<T>> futures) : pending_(std::move(futures)) {}
+
+  void add(Future<T> f) { pending_.push_back(std::move(f)); }
+  /// Futures not yet returned.
+  std::size_t size() const { return pending_.size() + ready_.size(); }
+  bool empty() const { return size() == 0; }
+
+  /// The next done future; nothing once all were returned. Throws TimeoutError after `timeout`.
+  std::optional<Future<T>> next(std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+    if (ready_.empty()) {
+      if (pending_.empty()) return std::nullopt;
+      std::vector<const detail::FutureState*> states;
+      states.reserve(pending_.size());
+      for (const auto& f : pending_) states.push_back(f.state().get());
+      if (detail::wait_any(states, timeout) >= pending_.size()) {
+        throw TimeoutError("as_completed: no future was done within " +
+                           std::to_string(timeout ? timeout->count() : 0) + " ms");
+      }
+      // Take every future done by now in one pass, so n futures cost one scan per wake-up,
+      // not one per future.
+      std::vector<Future<T>> still;
+      for (auto& f : pending_) {
+        if (f.done()) {
+          ready_.push_back(std::move(f));
+        } else {
+          still.push_back(std::move(f));
+        }
+      }
+      pending_ = std::move(still);
+    }
+    Future<T> f = std::move(ready_.front());
+    ready_.pop_front();
+    return f;
+  }
+  /// The next done future with its result (throws the task's failure, like result()).
+  std::optional<std::pair<Future<T>, T>> next_with_result(
+      std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+    auto f = next(timeout);
+    if (!f) return std::nullopt;
+    T value = f->result();
+    return std::make_pair(std::move(*f), std::move(value));
+  }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Future<T>;
+    using difference_type = std::ptrdiff_t;
+    using pointer = Future<T>*;
+    using reference = Future<T>&;
+    iterator() = default;
+    explicit iterator(AsCompleted* owner) : owner_(owner) { ++*this; }
+    Future<T>& operator*() { return *current_; }
+    Future<T>* operator->() { return &*current_; }
+    iterator& operator++() {
+      current_ = owner_->next();
+      if (!current_) owner_ = nullptr;
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(const iterator& o) const { return owner_ == o.owner_; }
+
+   private:
+    AsCompleted* owner_ = nullptr;
+    std::optional<Future<T>> current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+
+ private:
+  std::vector<Future<T>> pending_;
+  std::deque<Future<T>> ready_;  // done, not yet returned, in the order they were added
+};
+
 /// A future as a task argument: it travels as a reference to its key, and the worker receives
 /// the value.
 template <class T>
@@ -166,6 +292,26 @@ struct LocalClusterOptions {
   std::optional<bool> processes;         // false: scheduler and workers as threads in-process
   std::vector<std::string> plugin_path;  // extra plugin directories for the workers
   std::optional<std::string> config_file;
+};
+
+/// One worker, as the scheduler sees it.
+struct WorkerState {
+  std::string address;  // its data address; identifies the worker
+  std::string name;
+  std::uint32_t nthreads = 0;
+  std::size_t processing = 0;  // tasks assigned to it and not finished
+  std::size_t held = 0;        // results it holds
+  std::uint64_t held_bytes = 0;
+  bool closing = false;        // leaving: it gets no new work
+};
+
+/// The scheduler and its workers (Client::scheduler_info()).
+struct SchedulerInfo {
+  std::string id;
+  std::string address;
+  std::size_t tasks = 0;   // keys the scheduler knows
+  std::size_t queued = 0;  // ready tasks held back because every worker is busy
+  std::vector<WorkerState> workers;  // by address
 };
 
 /// A task ready to be sent: name, encoded arguments and the keys of futures among them.
@@ -238,6 +384,40 @@ class Client {
       for (auto& s : submit_encoded_many(options, std::move(calls))) out.emplace_back(std::move(s));
     }
     return out;
+  }
+
+  // ---- the cluster ----
+  /// The scheduler and every worker. Throws TimeoutError or ConnectionError.
+  SchedulerInfo scheduler_info(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// Threads per worker, by worker address.
+  std::map<std::string, std::uint32_t> nthreads(
+      std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// Where each key's result lives: key -> addresses of the workers holding it (empty while not
+  /// computed, or if unknown).
+  std::map<std::string, std::vector<std::string>> who_has(
+      const std::vector<std::string>& keys,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  template <class T>
+  std::map<std::string, std::vector<std::string>> who_has(
+      const std::vector<Future<T>>& futures,
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::vector<std::string> keys;
+    keys.reserve(futures.size());
+    for (const auto& f : futures) keys.emplace_back(f.key());
+    return who_has(keys, timeout);
+  }
+  /// What each worker holds: worker address -> keys (every worker when `workers` is empty).
+  std::map<std::string, std::vector<std::string>> has_what(
+      const std::vector<std::string>& workers = {},
+      std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// Blocks until at least `n` workers have joined; throws TimeoutError after `timeout`.
+  void wait_for_workers(std::size_t n,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+  /// Cancels the tasks for every client (as Future::cancel on each).
+  template <class T>
+  void cancel(const std::vector<Future<T>>& futures) {
+    for (const auto& f : futures) f.cancel();
   }
 
   /// Waits for every future and returns the values in order; throws the first failure.

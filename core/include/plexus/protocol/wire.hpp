@@ -16,7 +16,7 @@
 namespace plexus::wire {
 
 /// Bumped on every incompatible change of plexus.fbs.
-inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::uint32_t kProtocolVersion = 2;
 
 struct VerifyLimits {
   std::uint32_t max_depth = 64;

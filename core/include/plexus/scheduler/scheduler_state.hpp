@@ -186,6 +186,12 @@ class SchedulerState {
   // ---- workers ----
   void on_worker_joined(PeerId worker, WorkerInfo info, double now);
   void on_worker_left(PeerId worker, WorkerExit how, double now);
+  /// The nanny of worker `worker_name` saw it die of `cause` ("killed by signal SIGSEGV", ...):
+  /// it leaves as WorkerExit::lost, and the cause is remembered for KilledWorker errors of the
+  /// tasks that were running on it. Returns the worker's peer, or nothing if no live worker has
+  /// that name.
+  std::optional<PeerId> on_worker_died(std::string_view worker_name, std::string_view cause,
+                                       double now);
   void on_heartbeat(PeerId worker, double now);
   /// `inline_data` is the value when the worker sent it along. Late or duplicate reports are
   /// handled: a result for a key that is no longer wanted is freed on that worker.
@@ -209,6 +215,23 @@ class SchedulerState {
   std::vector<PeerId> on_tick(double now);
 
   // ---- queries (tests, logs, scheduler_info) ----
+  struct WorkerSummary {
+    PeerId peer = 0;
+    std::string name;
+    std::string address;  // data address
+    std::uint32_t nthreads = 0;
+    bool closing = false;
+    std::size_t processing = 0;  // tasks assigned to it and not finished
+    std::size_t held = 0;        // keys it holds in memory
+    std::uint64_t held_bytes = 0;
+    double last_seen = 0;
+  };
+  /// Live workers, by data address.
+  std::vector<WorkerSummary> workers() const;
+  /// Data addresses of the workers holding `key` (empty if none or unknown).
+  std::vector<std::string> holders_of(std::string_view key) const;
+  /// Keys held by the worker at data address `address` (empty if unknown).
+  std::vector<std::string> keys_held_by(std::string_view address) const;
   bool is_worker(PeerId peer) const;
   bool is_client(PeerId peer) const;
   std::optional<TaskState> state_of(std::string_view key) const;
