@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -408,6 +409,44 @@ TEST_P(ClientApiTest, AsCompletedYieldsEachFutureOnceAsItFinishes) {
   AsCompleted<Ms> slow(std::vector<Future<Ms>>{
       client().submit<Ms>(impure, "testing.sleep_ms", Ms{800})});
   EXPECT_THROW(slow.next(50ms), TimeoutError);
+}
+
+TEST_P(ClientApiTest, RetryComputesAFailedTaskAgain) {
+  const std::string flag = tmp_.file("flag");
+  auto f = client().submit<std::int64_t>("testing.wait_file", flag, std::int64_t{1});
+  auto g = client().submit<std::int64_t>("math.inc", f);  // fails through f
+  EXPECT_THROW(g.result(10s), TaskError);
+  EXPECT_EQ(f.status(), FutureStatus::error);
+  { std::ofstream(flag) << "now it exists\n"; }
+  client().retry(g);  // g and the failed dependency it failed through
+  EXPECT_GE(g.result(10s), 1);
+  EXPECT_EQ(f.status(), FutureStatus::finished);
+  client().retry(g);  // not failed: nothing happens
+  EXPECT_EQ(g.status(), FutureStatus::finished);
+}
+
+TEST_P(ClientApiTest, FireAndForgetRunsTheTaskAfterItsFutureIsDropped) {
+  const std::string log = tmp_.file("side-effect.txt");
+  const SubmitOptions impure{.pure = false};
+  {
+    auto slow = client().submit<std::int64_t>(impure, "testing.sleep_ms", std::int64_t{200});
+    auto f = client().submit<std::string>(impure, "testing.append_line", log, std::string("ran"));
+    client().fire_and_forget(f);
+  }  // both futures dropped at once: only the fire-and-forget task must still run
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::string line;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(log);
+    if (std::getline(in, line) && line == "ran") break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(line, "ran");
+  // Done, it is released by the scheduler itself: nothing is left.
+  const auto quiet = std::chrono::steady_clock::now() + 10s;
+  while (client().scheduler_info().tasks != 0 && std::chrono::steady_clock::now() < quiet) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(client().scheduler_info().tasks, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),

@@ -97,7 +97,7 @@ struct PendingTask {
 };
 
 struct Command {
-  enum class Type { submit, fetch, cancel, info } type;
+  enum class Type { submit, fetch, cancel, info, retry, fire_and_forget } type;
   std::vector<PendingTask> tasks;  // submit
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
@@ -588,6 +588,17 @@ struct Client::Impl {
     return result;
   }
 
+  // Sends `type` for the keys of `futures` (retry, fire_and_forget).
+  void key_command(Command::Type type, std::vector<std::string> keys) {
+    if (keys.empty()) return;
+    {
+      std::lock_guard lock(core->mu);
+      if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
+    }
+    Command c{type, {}, 0, 0, {}, std::move(keys)};
+    core->push(std::move(c));
+  }
+
   // Asks the scheduler; returns its JSON answer.
   std::string info(wire::InfoKind kind, std::vector<std::string> keys,
                    std::chrono::milliseconds timeout) {
@@ -756,6 +767,22 @@ struct Client::Impl {
         case Command::Type::cancel:
           cancels.push_back(out.str(c.key));
           break;
+        case Command::Type::retry:
+        case Command::Type::fire_and_forget: {
+          std::vector<fb::Offset<fb::String>> ks;
+          ks.reserve(c.holders.size());
+          for (const auto& k : c.holders) ks.push_back(out.str(k));
+          const auto v = out.fbb().CreateVector(ks);
+          // In order with this turn's submits (already in `specs`, sent first) and before its
+          // releases (sent after): flush the submits into the batch now.
+          flush_specs();
+          if (c.type == Command::Type::retry) {
+            out.add(wire::CreateRetry(out.fbb(), v));
+          } else {
+            out.add(wire::CreateFireAndForget(out.fbb(), v));
+          }
+          break;
+        }
         case Command::Type::fetch:
           start_fetch(c.key, std::move(c.holders), 0);
           break;
@@ -786,11 +813,14 @@ struct Client::Impl {
     }
   }
 
+  void flush_specs() {
+    if (specs.empty()) return;
+    out.add(wire::CreateSubmit(out.fbb(), out.fbb().CreateVector(specs)));
+    specs.clear();
+  }
+
   void flush() {
-    if (!specs.empty()) {
-      out.add(wire::CreateSubmit(out.fbb(), out.fbb().CreateVector(specs)));
-      specs.clear();
-    }
+    flush_specs();
     if (!releases.empty()) {
       out.add(wire::CreateRelease(out.fbb(), out.fbb().CreateVector(releases)));
       releases.clear();
@@ -1053,6 +1083,29 @@ void Client::close() {
 }
 
 const std::string& Client::scheduler_address() const { return impl_->address; }
+
+void Client::retry_states(const std::vector<const detail::FutureState*>& states) {
+  std::vector<std::string> keys;
+  {
+    std::lock_guard lock(impl_->core->mu);
+    for (const detail::FutureState* cs : states) {
+      auto* s = const_cast<detail::FutureState*>(cs);
+      if (!s || s->core != impl_->core.get() || s->status != FutureStatus::error) continue;
+      s->status = FutureStatus::pending;  // until the scheduler reports the new outcome
+      s->error.reset();
+      keys.emplace_back(s->key());
+    }
+  }
+  impl_->key_command(Command::Type::retry, std::move(keys));
+}
+
+void Client::fire_and_forget_states(const std::vector<const detail::FutureState*>& states) {
+  std::vector<std::string> keys;
+  for (const detail::FutureState* s : states) {
+    if (s && s->core == impl_->core.get()) keys.emplace_back(s->key());
+  }
+  impl_->key_command(Command::Type::fire_and_forget, std::move(keys));
+}
 
 SchedulerInfo Client::scheduler_info(std::chrono::milliseconds timeout) {
   const auto j = nlohmann::json::parse(impl_->info(wire::InfoKind::scheduler_info, {}, timeout));

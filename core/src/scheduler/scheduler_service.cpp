@@ -156,6 +156,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
   }
 
   void report(PeerId client, const KeyReport& r) override {
+    if (client == kFireAndForgetPeer) return;  // the scheduler's own want: nobody to tell
     Pending& p = pending(client);
     auto& b = p.batch;
     auto key = b.str(r.key);
@@ -393,6 +394,20 @@ struct SchedulerService::Impl final : SchedulerOutbox {
           state.on_worker_left(peer, WorkerExit::graceful, now);
         }
         forget_peer(peer);
+        return;
+      }
+      case wire::Msg::Retry: {
+        if (!client) break;
+        key_views.clear();
+        wire::append_views(env.msg_as_Retry()->keys(), key_views);
+        state.on_retry(peer, key_views);
+        return;
+      }
+      case wire::Msg::FireAndForget: {
+        if (!client) break;
+        key_views.clear();
+        wire::append_views(env.msg_as_FireAndForget()->keys(), key_views);
+        state.on_fire_and_forget(peer, key_views);
         return;
       }
       case wire::Msg::InfoRequest: {

@@ -692,6 +692,7 @@ struct SchedulerState::Impl {
       r.status = KeyStatus::erred;
       r.error = err.get();
       for (const Link& w : t.wanted_by) out.report(clients[w.id].peer, r);
+      finish_fire_and_forget(id);
       for (const Link& l : t.dependents) {
         if (tasks[l.id].state == TaskState::waiting) err_stack.push_back(l.id);
       }
@@ -776,6 +777,20 @@ struct SchedulerState::Impl {
     r.holders = std::move(report_holders);
     out.report(client, r);
     report_holders = std::move(r.holders);
+  }
+
+  /// A fire-and-forget task is done (memory or erred): the scheduler's own want of it goes.
+  void finish_fire_and_forget(TaskId id) {
+    const Index ff = find_client(kFireAndForgetPeer);
+    if (ff == kNone) return;
+    const Task& t = tasks[id];
+    for (Index i = 0; i < t.wanted_by.size(); ++i) {
+      if (t.wanted_by[i].id == ff) {
+        remove_link(wanted_by_of(), id, i, wants_of());
+        release_work.push_back(id);
+        return;
+      }
+    }
   }
 
   /// Client c wants an existing task: add the want (once), tell it at once what is known, and
@@ -1423,6 +1438,45 @@ void SchedulerState::on_want(PeerId client, std::span<const std::string_view> ke
   s.schedule();
 }
 
+void SchedulerState::on_retry(PeerId client, std::span<const std::string_view> keys) {
+  Impl& s = *impl_;
+  if (s.find_client(client) == kNone) return;
+  std::vector<TaskId> stack;
+  for (const std::string_view key : keys) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone || s.tasks[id].state != TaskState::erred) continue;
+    // The key and every erred dependency it failed through start over as released.
+    stack.push_back(id);
+    while (!stack.empty()) {
+      const TaskId x = stack.back();
+      stack.pop_back();
+      Task& t = s.tasks[x];
+      if (t.state != TaskState::erred) continue;
+      s.set_state(x, TaskState::released);
+      s.died_on.erase(x);
+      for (const Link& l : t.deps) stack.push_back(l.id);
+    }
+    s.compute_released(id, false);
+    s.drain_releases();
+  }
+  s.schedule();
+}
+
+void SchedulerState::on_fire_and_forget(PeerId client, std::span<const std::string_view> keys) {
+  Impl& s = *impl_;
+  if (s.find_client(client) == kNone) return;
+  const Index ff = s.ensure_client(kFireAndForgetPeer, "fire-and-forget");
+  for (const std::string_view key : keys) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone) continue;
+    const TaskState st = s.tasks[id].state;
+    if (st == TaskState::memory || st == TaskState::erred) continue;  // done already
+    s.want(ff, id);
+    s.drain_releases();
+  }
+  s.schedule();
+}
+
 void SchedulerState::on_release(PeerId client, std::span<const std::string_view> keys) {
   Impl& s = *impl_;
   const Index c = s.find_client(client);
@@ -1580,6 +1634,7 @@ void SchedulerState::on_task_done(PeerId worker, std::string_view key, std::uint
   add_link(s.holders_of(), id, s.has_what_of(), wi);
   s.set_state(id, TaskState::memory);
   for (const Link& c : t.wanted_by) s.report_memory(id, s.clients[c.id].peer, inline_data);
+  s.finish_fire_and_forget(id);
   for (const Link& l : t.dependents) {
     Task& d = s.tasks[l.id];
     if (d.state == TaskState::waiting && --d.n_waiting == 0) s.make_ready(l.id);

@@ -414,6 +414,27 @@ class Client {
   void wait_for_workers(std::size_t n,
                         std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+  /// Computes failed futures again (with the failed dependencies they failed through); they are
+  /// pending until the new outcome arrives. Futures that did not fail are left alone.
+  template <class T>
+  void retry(const std::vector<Future<T>>& futures) {
+    retry_states(states_of(futures));
+  }
+  template <class T>
+  void retry(const Future<T>& future) {
+    retry(std::vector<Future<T>>{future});
+  }
+  /// The cluster computes these futures' tasks to the end even if every future for them is
+  /// dropped (for tasks run for their side effects); the results are then released.
+  template <class T>
+  void fire_and_forget(const std::vector<Future<T>>& futures) {
+    fire_and_forget_states(states_of(futures));
+  }
+  template <class T>
+  void fire_and_forget(const Future<T>& future) {
+    fire_and_forget(std::vector<Future<T>>{future});
+  }
+
   /// Cancels the tasks for every client (as Future::cancel on each).
   template <class T>
   void cancel(const std::vector<Future<T>>& futures) {
@@ -461,6 +482,15 @@ class Client {
   }
 
   explicit Client(std::unique_ptr<Impl> impl);
+  template <class T>
+  static std::vector<const detail::FutureState*> states_of(const std::vector<Future<T>>& fs) {
+    std::vector<const detail::FutureState*> out;
+    out.reserve(fs.size());
+    for (const auto& f : fs) out.push_back(f.state().get());
+    return out;
+  }
+  void retry_states(const std::vector<const detail::FutureState*>& states);
+  void fire_and_forget_states(const std::vector<const detail::FutureState*>& states);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -747,6 +747,151 @@ TEST_F(SchedulerStateTest, KilledWorkerAfterAllowedFailuresPlusOneDeaths) {
   for (PeerId w = 100; w < 104; ++w) EXPECT_THAT(r[0].error->message, HasSubstr(wname(w)));
 }
 
+// ---- causes of death (nanny reports, heartbeats, lost connections) ----
+
+TEST_F(SchedulerStateTest, KilledWorkerNamesEveryDeathWithTheCauseItsNannyReported) {
+  submit(kC1, {task("poison"), task("after", {"poison"})});
+  for (PeerId w = 100; w < 104; ++w) {
+    worker(w);
+    ASSERT_EQ(st("poison"), TaskState::processing);
+    EXPECT_EQ(state.on_worker_died(wname(w), "killed by signal SIGSEGV (segmentation fault)", now),
+              w);
+    check();
+    EXPECT_FALSE(state.is_worker(w));
+  }
+  EXPECT_EQ(st("poison"), TaskState::erred);
+  EXPECT_EQ(st("after"), TaskState::erred);
+  auto r = out.reports_of("poison");
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_TRUE(r[0].error);
+  EXPECT_EQ(r[0].error->kind, ErrorKind::killed_worker);
+  EXPECT_EQ(r[0].error->type, "KilledWorker");
+  EXPECT_EQ(r[0].error->worker, "w103");
+  EXPECT_EQ(r[0].error->message,
+            "task poison was running on 4 workers that died: "
+            "w100 (killed by signal SIGSEGV (segmentation fault)), "
+            "w101 (killed by signal SIGSEGV (segmentation fault)), "
+            "w102 (killed by signal SIGSEGV (segmentation fault)), "
+            "w103 (killed by signal SIGSEGV (segmentation fault)) (allowed-failures = 3)");
+}
+
+// Without a nanny, the cause is how the scheduler noticed; each death keeps its own cause, in
+// order, whoever reported it.
+TEST_F(SchedulerStateTest, DeathCausesWithoutANannyAreHowTheDeathWasNoticed) {
+  submit(kC1, {task("poison")});
+  worker(100);
+  now = 1;
+  EXPECT_THAT(state.on_tick(now + 11), ElementsAre(PeerId{100}));  // silent past worker_ttl
+  check();
+  now = 20;
+  worker(101);
+  leave(101, WorkerExit::lost);
+  worker(102);
+  ASSERT_EQ(state.on_worker_died(wname(102), "killed by signal SIGKILL", now), PeerId{102});
+  check();
+  worker(103);
+  ASSERT_EQ(state.on_worker_died(wname(103), "", now), PeerId{103});  // a nanny that says nothing
+  check();
+  auto r = out.reports_of("poison");
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_TRUE(r[0].error);
+  EXPECT_EQ(r[0].error->message,
+            "task poison was running on 4 workers that died: "
+            "w100 (no heartbeat within worker-ttl), w101 (connection lost), "
+            "w102 (killed by signal SIGKILL), w103 (reported dead by its nanny) "
+            "(allowed-failures = 3)");
+}
+
+TEST_F(SchedulerStateTest, GracefulDeparturesAreNotListedAmongTheDeaths) {
+  submit(kC1, {task("poison")});
+  worker(100);
+  ASSERT_TRUE(state.on_worker_died(wname(100), "exited with status 1", now));
+  check();
+  worker(101);
+  leave(101, WorkerExit::graceful);  // handed it back: not a death
+  for (PeerId w = 102; w < 105; ++w) {
+    worker(w);
+    ASSERT_TRUE(state.on_worker_died(wname(w), "killed by signal SIGBUS (bus error)", now));
+    check();
+  }
+  auto r = out.reports_of("poison");
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_TRUE(r[0].error);
+  EXPECT_THAT(r[0].error->message, HasSubstr("on 4 workers that died: w100 (exited with status 1), "
+                                             "w102 (killed by signal SIGBUS (bus error)), w103"));
+  EXPECT_THAT(r[0].error->message, ::testing::Not(HasSubstr("w101")));
+}
+
+TEST_F(SchedulerStateTest, WorkerDiedReschedulesAtOnceAndIgnoresLateReports) {
+  worker(kW1);
+  worker(kW2);
+  submit(kC1, {task("a")});
+  ASSERT_THAT(out.computed(kW1), ElementsAre("a"));
+  out.clear();
+  EXPECT_EQ(state.on_worker_died(wname(kW1), "killed by signal SIGKILL", now), kW1);
+  check();
+  EXPECT_FALSE(state.is_worker(kW1));
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));  // no wait for worker_ttl
+  EXPECT_THAT(out.frees, IsEmpty());
+  EXPECT_THAT(out.shutdowns, IsEmpty());  // the service marks the peer removed
+  out.clear();
+  done(kW1, "a");  // a late report from the dead process
+  state.on_heartbeat(kW1, now);
+  check();
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_THAT(out.reports, IsEmpty());
+  done(kW2, "a");
+  EXPECT_EQ(st("a"), TaskState::memory);
+  EXPECT_THAT(state.who_has("a"), ElementsAre(wname(kW2)));
+  // A second report of the same death finds nobody.
+  EXPECT_EQ(state.on_worker_died(wname(kW1), "killed by signal SIGKILL", now), std::nullopt);
+  check();
+}
+
+TEST_F(SchedulerStateTest, WorkerDiedOfUnknownNameChangesNothing) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  out.clear();
+  EXPECT_EQ(state.on_worker_died("nobody", "killed by signal SIGKILL", now), std::nullopt);
+  check();
+  EXPECT_TRUE(state.is_worker(kW1));
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_TRUE(out.log.empty());
+}
+
+// A nanny restarts its worker under the same name; if the new process's Hello arrives before the
+// report of the old one's death, the report removes the old one (the earlier peer).
+TEST_F(SchedulerStateTest, WorkerDiedRemovesTheOlderOfTwoWorkersWithTheName) {
+  state.on_worker_joined(kW1, WorkerInfo{"same", addr(kW1), 1}, now);
+  submit(kC1, {task("a")});
+  state.on_worker_joined(kW2, WorkerInfo{"same", addr(kW2), 1}, now);
+  check();
+  ASSERT_THAT(out.computed(kW1), ElementsAre("a"));
+  EXPECT_EQ(state.on_worker_died("same", "killed by signal SIGKILL", now), kW1);
+  check();
+  EXPECT_FALSE(state.is_worker(kW1));
+  EXPECT_TRUE(state.is_worker(kW2));
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+}
+
+TEST_F(SchedulerStateTest, WorkerDiedRecomputesWhatOnlyItHeld) {
+  worker(kW1, 2);
+  submit(kC1, {task("a"), task("b", {"a"})});
+  release(kC1, {"a"});
+  done(kW1, "a");
+  ASSERT_EQ(st("b"), TaskState::processing);
+  worker(kW2, 2);
+  out.clear();
+  ASSERT_TRUE(state.on_worker_died(wname(kW1), "killed by signal SIGKILL", now));
+  check();
+  EXPECT_EQ(st("a"), TaskState::processing);  // from its lineage, for b
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+  done(kW2, "a");
+  done(kW2, "b");
+  EXPECT_EQ(st("b"), TaskState::memory);
+}
+
 TEST_F(SchedulerStateTest, GracefulDeparturesAreNotSuspicious) {
   submit(kC1, {task("a")});
   for (PeerId w = 100; w < 110; ++w) {
@@ -1157,6 +1302,53 @@ TEST(SchedulerStateCostTest, WideGraphCostPerTask) {
   std::printf(
       "[ cost ] %zu tasks: %.0f ns/task (submit to release, state only)\n", total,
       std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(total));
+}
+
+// ---- retry and fire-and-forget ----
+
+TEST_F(SchedulerStateTest, RetryComputesAnErredChainAgainFromItsFailedRoot) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b", {"a"})});
+  fail(kW1, "a");
+  EXPECT_EQ(st("a"), TaskState::erred);
+  EXPECT_EQ(st("b"), TaskState::erred);
+  release(kC1, {"a"});  // the client only keeps b
+  out.computes.clear();
+  state.on_retry(kC1, std::vector<std::string_view>{"b"});
+  check();
+  EXPECT_THAT(out.computed(), ElementsAre("a"));  // the root that failed runs again
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  done(kW1, "a");
+  EXPECT_THAT(out.computed(), ElementsAre("a", "b"));
+  done(kW1, "b");
+  EXPECT_EQ(st("b"), TaskState::memory);
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::memory), ElementsAre("b"));
+  // Retrying a key that is not erred, or unknown, changes nothing.
+  state.on_retry(kC1, std::vector<std::string_view>{"b", "nope"});
+  check();
+  EXPECT_EQ(st("b"), TaskState::memory);
+}
+
+TEST_F(SchedulerStateTest, FireAndForgetKeepsTheTaskUntilItIsDone) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b", {"a"})});
+  state.on_fire_and_forget(kC1, std::vector<std::string_view>{"b"});
+  check();
+  release(kC1, {"a", "b"});  // the client lets go of both
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  done(kW1, "a");
+  done(kW1, "b");
+  // Done: the scheduler's own want goes, and with nobody else wanting them both are forgotten.
+  EXPECT_EQ(st("a"), std::nullopt);
+  EXPECT_EQ(st("b"), std::nullopt);
+  EXPECT_TRUE(out.reported_keys(kFireAndForgetPeer, KeyStatus::memory).size() <= 1);
+
+  submit(kC1, {task("c")});
+  state.on_fire_and_forget(kC1, std::vector<std::string_view>{"c"});
+  release(kC1, {"c"});
+  fail(kW1, "c");  // an error ends it too
+  EXPECT_EQ(st("c"), std::nullopt);
 }
 
 }  // namespace

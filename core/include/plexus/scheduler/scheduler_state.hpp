@@ -53,6 +53,9 @@ namespace plexus::sched {
 
 /// A connected peer, numbered by the I/O layer. Clients and workers share the number space.
 using PeerId = std::uint32_t;
+/// The scheduler's own wanter of fire-and-forget keys; never a connected peer (the I/O layer
+/// drops reports addressed to it).
+inline constexpr PeerId kFireAndForgetPeer = 0xffffffffu;
 
 enum class TaskState : std::uint8_t { released, waiting, queued, processing, memory, erred };
 const char* to_string(TaskState s);
@@ -174,6 +177,12 @@ class SchedulerState {
   void on_release(PeerId client, std::span<const std::string_view> keys);
   /// Cancels the keys for every client: they are reported cancelled and forgotten.
   void on_cancel(PeerId client, std::span<const std::string_view> keys);
+  /// Erred keys (and the erred dependencies they failed through) are computed again; their
+  /// wanters hear the new outcome. Keys that are not erred are left alone.
+  void on_retry(PeerId client, std::span<const std::string_view> keys);
+  /// The keys stay wanted (by the scheduler itself) until each is in memory or erred, whatever
+  /// the client does: dask's fire_and_forget.
+  void on_fire_and_forget(PeerId client, std::span<const std::string_view> keys);
   // The same taking std::string keys (tests, benchmarks).
   void on_want(PeerId client, std::span<const std::string> keys) { on_want(client, views(keys)); }
   void on_release(PeerId client, std::span<const std::string> keys) {
