@@ -449,6 +449,31 @@ TEST_P(ClientApiTest, FireAndForgetRunsTheTaskAfterItsFutureIsDropped) {
   EXPECT_EQ(client().scheduler_info().tasks, 0u);
 }
 
+TEST_P(ClientApiTest, SchedulerAndWorkerLogsAreReadRemotely) {
+  client().wait_for_workers(2, 10s);
+  auto sched = client().get_scheduler_logs();
+  ASSERT_FALSE(sched.empty());
+  // Info lines are kept even where stderr shows warnings only; the joins are among them.
+  EXPECT_TRUE(std::any_of(sched.begin(), sched.end(), [](const std::string& l) {
+    return l.find("[scheduler]") != std::string::npos && l.find("worker joined") != std::string::npos;
+  })) << sched.back();
+  EXPECT_EQ(client().get_scheduler_logs(1).size(), 1u);
+  EXPECT_TRUE(client().get_scheduler_logs(0).empty());
+
+  client().submit<std::int64_t>("math.inc", std::int64_t{1}).result(10s);  // loads a plugin
+  auto workers = client().get_worker_logs();
+  ASSERT_EQ(workers.size(), 2u);
+  // Each worker's lines include its own start. (Workers sharing a process, as inproc ones do,
+  // share that process's lines.)
+  for (const auto& w : client().scheduler_info().workers) {
+    const auto& lines = workers.at(w.address);
+    EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [&](const std::string& l) {
+      return l.find("[worker]") != std::string::npos && l.find("connected") != std::string::npos &&
+             l.find("name='" + w.name + "'") != std::string::npos;
+    })) << w.address;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),
                          [](const auto& param_info) { return param_info.param; });
 

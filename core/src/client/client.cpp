@@ -97,14 +97,15 @@ struct PendingTask {
 };
 
 struct Command {
-  enum class Type { submit, fetch, cancel, info, retry, fire_and_forget } type;
+  enum class Type { submit, fetch, cancel, info, retry, fire_and_forget, worker_logs } type;
   std::vector<PendingTask> tasks;  // submit
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
   std::string key;                   // fetch, cancel
   std::vector<std::string> holders;  // fetch: where; info: the keys or workers asked about
   wire::InfoKind info_kind = wire::InfoKind::scheduler_info;
-  std::shared_ptr<std::promise<std::string>> reply;  // info: the JSON answer
+  std::uint64_t count = 0;                           // info (logs), worker_logs: lines
+  std::shared_ptr<std::promise<std::string>> reply;  // info, worker_logs: the JSON answer
 };
 
 // Submitters wait while this many tasks are queued for the I/O thread, so a client that maps
@@ -528,6 +529,14 @@ struct Client::Impl {
       reply->set_exception(std::make_exception_ptr(ConnectionError(reason)));
     }
     infos.clear();
+    for (auto& [id, request] : log_requests) {
+      auto& gather = request.second;
+      if (gather->waiting > 0) {
+        gather->waiting = 0;
+        gather->reply->set_exception(std::make_exception_ptr(ConnectionError(reason)));
+      }
+    }
+    log_requests.clear();
     for (FutureState* s : core->futures) {
       if (s->status == FutureStatus::pending ||
           (s->status == FutureStatus::finished && !s->has_value)) {
@@ -601,15 +610,17 @@ struct Client::Impl {
 
   // Asks the scheduler; returns its JSON answer.
   std::string info(wire::InfoKind kind, std::vector<std::string> keys,
-                   std::chrono::milliseconds timeout) {
+                   std::chrono::milliseconds timeout, std::uint64_t count = 0,
+                   Command::Type type = Command::Type::info) {
     auto reply = std::make_shared<std::promise<std::string>>();
     auto answer = reply->get_future();
     {
       std::lock_guard lock(core->mu);
       if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
     }
-    Command c{Command::Type::info, {}, 0, 0, {}, std::move(keys)};
+    Command c{type, {}, 0, 0, {}, std::move(keys)};
     c.info_kind = kind;
+    c.count = count;
     c.reply = std::move(reply);
     core->push(std::move(c));
     if (answer.wait_for(timeout) != std::future_status::ready) {
@@ -791,8 +802,27 @@ struct Client::Impl {
           std::vector<fb::Offset<fb::String>> ks;
           ks.reserve(c.holders.size());
           for (const auto& k : c.holders) ks.push_back(out.str(k));
-          out.add(wire::CreateInfoRequest(out.fbb(), id, c.info_kind, out.fbb().CreateVector(ks)));
+          out.add(wire::CreateInfoRequest(out.fbb(), id, c.info_kind, out.fbb().CreateVector(ks),
+                                          c.count));
           infos.emplace(id, std::move(c.reply));
+          break;
+        }
+        case Command::Type::worker_logs: {
+          auto gather = std::make_shared<LogGather>();
+          gather->reply = std::move(c.reply);
+          gather->waiting = c.holders.size();
+          if (gather->waiting == 0) {
+            gather->reply->set_value("{}");
+            break;
+          }
+          for (const auto& address : c.holders) {
+            const std::uint64_t id = next_request++;
+            wire::OutBatch b;
+            b.add(wire::CreateGetLogs(b.fbb(), id, c.count));
+            auto bytes = b.finish();
+            peer(address).send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+            log_requests.emplace(id, std::make_pair(address, gather));
+          }
           break;
         }
       }
@@ -985,6 +1015,16 @@ struct Client::Impl {
     const wire::Batch* batch = wire::verify_batch(frames[0].data(), frames[0].size(), limits);
     if (!batch || !batch->messages()) return;
     for (const wire::Envelope* env : *batch->messages()) {
+      if (env && env->msg_type() == wire::Msg::Logs) {
+        const auto* m = env->msg_as_Logs();
+        auto it = log_requests.find(m->request_id());
+        if (it == log_requests.end()) continue;
+        auto [address, gather] = std::move(it->second);
+        log_requests.erase(it);
+        gather->lines[address] = wire::strings(m->lines());
+        if (--gather->waiting == 0) gather->reply->set_value(gather->lines.dump());
+        continue;
+      }
       if (!env || env->msg_type() != wire::Msg::DataReply) continue;
       const auto* reply = env->msg_as_DataReply();
       auto it = fetches.find(reply->request_id());
@@ -1033,6 +1073,14 @@ struct Client::Impl {
   std::vector<fb::Offset<fb::String>> cancels;
   std::unordered_map<std::uint64_t, std::pair<std::string, Fetch>> fetches;
   std::unordered_map<std::uint64_t, std::shared_ptr<std::promise<std::string>>> infos;
+  // One get_worker_logs call: answered once every worker it asked has replied.
+  struct LogGather {
+    std::shared_ptr<std::promise<std::string>> reply;
+    std::size_t waiting = 0;
+    nlohmann::json lines = nlohmann::json::object();  // worker address -> its lines
+  };
+  std::unordered_map<std::uint64_t, std::pair<std::string, std::shared_ptr<LogGather>>>
+      log_requests;
   std::uint64_t next_request = 1;
   std::unordered_map<std::string, zmq::socket_t> peer_sockets;
   bool peers_changed = true;
@@ -1153,6 +1201,24 @@ std::map<std::string, std::vector<std::string>> Client::who_has(
 std::map<std::string, std::vector<std::string>> Client::has_what(
     const std::vector<std::string>& workers, std::chrono::milliseconds timeout) {
   return string_lists(impl_->info(wire::InfoKind::has_what, workers, timeout));
+}
+
+std::vector<std::string> Client::get_scheduler_logs(std::size_t n,
+                                                    std::chrono::milliseconds timeout) {
+  return nlohmann::json::parse(impl_->info(wire::InfoKind::logs, {}, timeout, n))
+      .get<std::vector<std::string>>();
+}
+
+std::map<std::string, std::vector<std::string>> Client::get_worker_logs(
+    std::size_t n, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::vector<std::string> addresses;
+  for (const auto& w : scheduler_info(timeout).workers) addresses.push_back(w.address);
+  const auto left = std::max(std::chrono::milliseconds(0),
+                             std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 deadline - Clock::now()));
+  return string_lists(impl_->info(wire::InfoKind::logs, std::move(addresses), left, n,
+                                  Command::Type::worker_logs));
 }
 
 void Client::wait_for_workers(std::size_t n, std::chrono::milliseconds timeout) {

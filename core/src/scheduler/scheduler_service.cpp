@@ -461,6 +461,9 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       case wire::InfoKind::who_has:
         for (std::string_view k : key_views) j[std::string(k)] = state.holders_of(k);
         break;
+      case wire::InfoKind::logs:
+        j = recent_log_lines(static_cast<std::size_t>(r.count()), {"scheduler"});
+        break;
       case wire::InfoKind::has_what:
         if (key_views.empty()) {
           for (const auto& w : state.workers()) j[w.address] = state.keys_held_by(w.address);

@@ -510,6 +510,20 @@ struct WorkerService::Impl {
       return;
     }
     for (const wire::Envelope* env : *batch->messages()) {
+      if (env && env->msg_type() == wire::Msg::GetLogs) {
+        const auto* req = env->msg_as_GetLogs();
+        const auto lines = recent_log_lines(static_cast<std::size_t>(req->count()),
+                                            {"worker"});
+        wire::OutBatch b;
+        std::vector<fb::Offset<fb::String>> ls;
+        ls.reserve(lines.size());
+        for (const auto& l : lines) ls.push_back(b.str(l));
+        b.add(wire::CreateLogs(b.fbb(), req->request_id(), b.fbb().CreateVector(ls)));
+        auto bytes = b.finish();
+        data.send(zmq::message_t(frames[0].data(), frames[0].size()), zmq::send_flags::sndmore);
+        data.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+        continue;
+      }
       if (!env || env->msg_type() != wire::Msg::GetData) continue;
       const auto* req = env->msg_as_GetData();
       wire::OutBatch b;

@@ -3,8 +3,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace plexus {
 
@@ -18,5 +20,13 @@ void set_log_level(const std::string& level);
 
 /// Routes every Plexus logger to stderr with a "[time] [process] [module] [level] message" format.
 void configure_daemon_logging(const std::string& process_name, const std::string& level);
+
+/// How many recent log lines each process keeps in memory (get_worker_logs, get_scheduler_logs).
+inline constexpr std::size_t kLogRingLines = 10000;
+
+/// This process's most recent log lines, oldest first: at most `n`, from the named modules only
+/// ("scheduler", "worker", ...; every module when empty). Kept at info level or more verbose,
+/// whatever stderr shows, as "[time] [module] [level] message".
+std::vector<std::string> recent_log_lines(std::size_t n, const std::vector<std::string>& modules = {});
 
 }  // namespace plexus
