@@ -474,6 +474,37 @@ TEST_P(ClientApiTest, SchedulerAndWorkerLogsAreReadRemotely) {
   }
 }
 
+TEST_P(ClientApiTest, FutureForAnExistingKey) {
+  auto x = client().submit<std::int64_t>("math.inc", std::int64_t{41});
+  ASSERT_EQ(x.result(10s), 42);  // known to the scheduler before another client asks for it
+  auto again = second().future<std::int64_t>(std::string(x.key()));
+  EXPECT_EQ(again.result(10s), 42);
+  EXPECT_EQ(client().future<std::int64_t>(std::string(x.key())).result(10s), 42);
+  auto unknown = client().future<std::int64_t>("math.inc-no-such-key");
+  EXPECT_THROW(unknown.result(10s), DataLostError);
+}
+
+TEST_P(ClientApiTest, RecreateTaskAndErrorLocally) {
+  auto x = client().submit<std::int64_t>("math.inc", std::int64_t{1});
+  auto y = client().submit<std::int64_t>("math.mul", x, std::int64_t{5});
+  ASSERT_EQ(y.result(10s), 10);
+  x = Future<std::int64_t>();  // its value is fetched (or recomputed) for the local run
+  EXPECT_EQ(client().recreate_task_locally(y), 10);
+  EXPECT_THROW(client().recreate_error_locally(y), std::invalid_argument);
+
+  auto bad = client().submit<std::int64_t>("testing.fail", std::string("local boom"));
+  try {
+    client().recreate_error_locally(bad);
+    FAIL() << "no error raised";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.kind(), TaskError::Kind::exception);
+    EXPECT_EQ(e.remote_type(), "std::runtime_error");
+    EXPECT_THAT(e.remote_message(), HasSubstr("local boom"));
+    EXPECT_EQ(e.key(), bad.key());
+    EXPECT_TRUE(e.worker().empty());  // it ran here, not on a worker
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),
                          [](const auto& param_info) { return param_info.param; });
 

@@ -2,6 +2,7 @@
 
 #include <plexus/abi.h>
 #include <plexus/client/local_cluster.hpp>
+#include <plexus/worker/plugin_loader.hpp>
 #include <plexus/common/key_map.hpp>
 
 #include <nlohmann/json.hpp>
@@ -97,7 +98,7 @@ struct PendingTask {
 };
 
 struct Command {
-  enum class Type { submit, fetch, cancel, info, retry, fire_and_forget, worker_logs } type;
+  enum class Type { submit, fetch, cancel, info, retry, fire_and_forget, worker_logs, want } type;
   std::vector<PendingTask> tasks;  // submit
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
@@ -597,6 +598,23 @@ struct Client::Impl {
     return result;
   }
 
+  // A future for a key this client may not have submitted: the scheduler is told it is wanted
+  // (and recomputes it if released; an unknown key is reported lost).
+  detail::FutureRef want(std::string key) {
+    std::lock_guard lock(core->mu);
+    if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
+    auto it = core->futures.find(std::string_view(key));
+    if (it != core->futures.end()) {
+      (*it)->handles.fetch_add(1, std::memory_order_relaxed);
+      return detail::FutureRef(*it);
+    }
+    FutureState* s = FutureState::create(key, core.get());
+    detail::FutureRef ref(s);
+    core->futures.insert(s);
+    core->push(Command{Command::Type::want, {}, 0, 0, std::move(key), {}});
+    return ref;
+  }
+
   // Sends `type` for the keys of `futures` (retry, fire_and_forget).
   void key_command(Command::Type type, std::vector<std::string> keys) {
     if (keys.empty()) return;
@@ -778,6 +796,9 @@ struct Client::Impl {
         case Command::Type::cancel:
           cancels.push_back(out.str(c.key));
           break;
+        case Command::Type::want:
+          wants.push_back(out.str(c.key));
+          break;
         case Command::Type::retry:
         case Command::Type::fire_and_forget: {
           std::vector<fb::Offset<fb::String>> ks;
@@ -851,6 +872,10 @@ struct Client::Impl {
 
   void flush() {
     flush_specs();
+    if (!wants.empty()) {  // after the submits, before the releases
+      out.add(wire::CreateWant(out.fbb(), out.fbb().CreateVector(wants)));
+      wants.clear();
+    }
     if (!releases.empty()) {
       out.add(wire::CreateRelease(out.fbb(), out.fbb().CreateVector(releases)));
       releases.clear();
@@ -1054,6 +1079,7 @@ struct Client::Impl {
   std::unique_ptr<ClientCore, CoreUnref> core;
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<LocalCluster> cluster;
+  std::vector<std::string> local_plugin_path;  // plugin directories given to the LocalCluster
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds death_timeout{60000};
   std::chrono::milliseconds heartbeat{500};
@@ -1071,6 +1097,7 @@ struct Client::Impl {
   std::vector<fb::Offset<fb::String>> releases;
   std::vector<FutureState*> released;  // swapped with core->released each turn
   std::vector<fb::Offset<fb::String>> cancels;
+  std::vector<fb::Offset<fb::String>> wants;
   std::unordered_map<std::uint64_t, std::pair<std::string, Fetch>> fetches;
   std::unordered_map<std::uint64_t, std::shared_ptr<std::promise<std::string>>> infos;
   // One get_worker_logs call: answered once every worker it asked has replied.
@@ -1101,6 +1128,7 @@ Client::Client(LocalClusterOptions options) {
   auto cluster = std::make_unique<LocalCluster>(cfg, options);
   impl_ = std::make_unique<Impl>(cfg, cluster->scheduler_address());
   impl_->cluster = std::move(cluster);
+  impl_->local_plugin_path = options.plugin_path;
 }
 
 Client::Client(const std::string& address) {
@@ -1201,6 +1229,56 @@ std::map<std::string, std::vector<std::string>> Client::who_has(
 std::map<std::string, std::vector<std::string>> Client::has_what(
     const std::vector<std::string>& workers, std::chrono::milliseconds timeout) {
   return string_lists(impl_->info(wire::InfoKind::has_what, workers, timeout));
+}
+
+detail::FutureRef Client::future_of_key(std::string key) { return impl_->want(std::move(key)); }
+
+std::string Client::run_locally(std::string_view key, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  auto left = [&] {
+    return std::max(std::chrono::milliseconds(0),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+  };
+  const auto spec =
+      nlohmann::json::parse(impl_->info(wire::InfoKind::task, {std::string(key)}, left()));
+  const std::string name = spec.at("name").get<std::string>();
+  const std::string hex = spec.at("args").get<std::string>();
+  std::string args(hex.size() / 2, '\0');
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    args[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  }
+  // The dependencies' values, fetched (recomputed if released) through futures of our own.
+  std::vector<detail::FutureRef> deps;
+  std::map<std::string, std::string_view, std::less<>> values;
+  for (const auto& dk : spec.at("deps")) {
+    deps.push_back(impl_->want(dk.get<std::string>()));
+    values[dk.get<std::string>()] = detail::future_value(*deps.back(), left());
+  }
+  RefSource refs{&values, [](void* c, std::string_view k, std::string_view* v) {
+                   auto& m = *static_cast<std::map<std::string, std::string_view, std::less<>>*>(c);
+                   auto it = m.find(k);
+                   if (it == m.end()) return false;
+                   *v = it->second;
+                   return true;
+                 }};
+  // Loaded here, in this process, and called on this thread: a debugger can stop inside it.
+  std::vector<std::string> path = impl_->config.get_string_list("worker.plugin-path");
+  path.insert(path.begin(), impl_->local_plugin_path.begin(), impl_->local_plugin_path.end());
+  worker::PluginLoader loader(worker::default_plugin_path(path));
+  worker::CallResult r = loader.call(name, args, &refs);
+  if (r.ok) return std::move(r.value);
+  std::rethrow_exception(make_task_error(std::string(key), *r.error));
+}
+
+void Client::recreate_error_locally_key(std::string_view key, FutureStatus status,
+                                        std::chrono::milliseconds timeout) {
+  if (status != FutureStatus::error) {
+    throw std::invalid_argument("recreate_error_locally: " + std::string(key) +
+                                " did not fail (it is " + to_string(status) + ")");
+  }
+  run_locally(key, timeout);
+  throw Error("recreate_error_locally: " + std::string(key) +
+              " succeeded when run in this process; it failed on the cluster");
 }
 
 std::vector<std::string> Client::get_scheduler_logs(std::size_t n,

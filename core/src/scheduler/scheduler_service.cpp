@@ -461,6 +461,26 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       case wire::InfoKind::who_has:
         for (std::string_view k : key_views) j[std::string(k)] = state.holders_of(k);
         break;
+      case wire::InfoKind::task: {
+        if (key_views.empty()) break;
+        const auto call = state.call_of(key_views[0]);
+        if (!call) {
+          Pending& p = pending(peer);
+          p.batch.add(wire::CreateInfoReply(
+              p.batch.fbb(), r.request_id(), 0,
+              p.batch.str("the scheduler does not know key " + std::string(key_views[0]))));
+          return;
+        }
+        static constexpr char kHex[] = "0123456789abcdef";
+        std::string hex;
+        hex.reserve(2 * call->args.size());
+        for (unsigned char c : call->args) {
+          hex += kHex[c >> 4];
+          hex += kHex[c & 0xf];
+        }
+        j = {{"name", call->name}, {"args", std::move(hex)}, {"deps", call->deps}};
+        break;
+      }
       case wire::InfoKind::logs:
         j = recent_log_lines(static_cast<std::size_t>(r.count()), {"scheduler"});
         break;

@@ -1743,6 +1743,17 @@ bool SchedulerState::is_worker(PeerId peer) const { return impl_->find_worker(pe
 
 bool SchedulerState::is_client(PeerId peer) const { return impl_->find_client(peer) != kNone; }
 
+std::optional<SchedulerState::TaskCall> SchedulerState::call_of(std::string_view key) const {
+  const TaskId id = impl_->find_task(key);
+  if (id == kNone) return std::nullopt;
+  const Task& t = impl_->tasks[id];
+  TaskCall c;
+  c.name = impl_->names[t.name].name;
+  c.args = std::string(t.text.args());
+  for (const Link& l : t.deps) c.deps.emplace_back(impl_->tasks[l.id].text.key());
+  return c;
+}
+
 std::optional<TaskState> SchedulerState::state_of(std::string_view key) const {
   const TaskId id = impl_->find_task(key);
   if (id == kNone) return std::nullopt;

@@ -442,6 +442,36 @@ class Client {
     fire_and_forget(std::vector<Future<T>>{future});
   }
 
+  /// A future for an existing key (submitted by any client): the cluster keeps it for this
+  /// future too, and computes it again if it was released. An unknown key's future is lost.
+  template <class T>
+  Future<T> future(std::string key) {
+    return Future<T>(future_of_key(std::move(key)));
+  }
+
+  /// Runs the task of `future` again in this process, on this thread, with the same arguments
+  /// (its dependencies fetched from the cluster) and the same plugin, loaded here: a debugger can
+  /// stop inside it. Returns its result or throws its error, typed as on the cluster.
+  template <class T>
+  T recreate_task_locally(const Future<T>& future,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+    const std::string bytes = run_locally(future.key(), timeout);
+    try {
+      return plexus::decode<T>(std::string_view(bytes));
+    } catch (const DecodeError& e) {
+      throw ResultTypeError("result of " + std::string(future.key()) + " does not decode as " +
+                            codec<T>::type_name() + ": " + e.what());
+    }
+  }
+  /// For a failed future: reruns its task here (as recreate_task_locally) and throws the error
+  /// it raises. Throws std::invalid_argument if the future did not fail.
+  template <class T>
+  [[noreturn]] void recreate_error_locally(
+      const Future<T>& future, std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+    future.wait();
+    recreate_error_locally_key(future.key(), future.status(), timeout);
+  }
+
   /// Cancels the tasks for every client (as Future::cancel on each).
   template <class T>
   void cancel(const std::vector<Future<T>>& futures) {
@@ -497,6 +527,10 @@ class Client {
     return out;
   }
   void retry_states(const std::vector<const detail::FutureState*>& states);
+  detail::FutureRef future_of_key(std::string key);
+  std::string run_locally(std::string_view key, std::chrono::milliseconds timeout);
+  [[noreturn]] void recreate_error_locally_key(std::string_view key, FutureStatus status,
+                                               std::chrono::milliseconds timeout);
   void fire_and_forget_states(const std::vector<const detail::FutureState*>& states);
   std::unique_ptr<Impl> impl_;
 };

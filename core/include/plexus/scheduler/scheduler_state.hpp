@@ -235,6 +235,14 @@ class SchedulerState {
     std::uint64_t held_bytes = 0;
     double last_seen = 0;
   };
+  /// What a task runs, as submitted: name, encoded arguments, dependency keys (nothing if the key
+  /// is unknown). For recreating a task in a client.
+  struct TaskCall {
+    std::string name;
+    std::string args;
+    std::vector<std::string> deps;
+  };
+  std::optional<TaskCall> call_of(std::string_view key) const;
   /// Live workers, by data address.
   std::vector<WorkerSummary> workers() const;
   /// Data addresses of the workers holding `key` (empty if none or unknown).
