@@ -505,6 +505,30 @@ TEST_P(ClientApiTest, RecreateTaskAndErrorLocally) {
   }
 }
 
+TEST_P(ClientApiTest, PublishedDatasetsOutliveTheirFuturesAndReachOtherClients) {
+  const std::string name = "squares-" + GetParam();
+  {
+    auto xs = client().map<std::int64_t>("math.square", std::vector<std::int64_t>{1, 2, 3});
+    client().publish_dataset(name, xs);  // right after submitting: ordered after the submits
+    EXPECT_THROW(client().publish_dataset(name, xs), std::invalid_argument);
+  }  // the client's own futures are gone: the dataset keeps the results
+  EXPECT_EQ(second().list_datasets(), std::vector<std::string>{name});
+  auto got = second().get_dataset<std::int64_t>(name);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(second().gather(got), (std::vector<std::int64_t>{1, 4, 9}));
+
+  auto one = client().submit<std::int64_t>("math.inc", std::int64_t{0});
+  client().publish_dataset(name, one, /*replace=*/true);
+  EXPECT_EQ(client().get_dataset<std::int64_t>(name).at(0).result(10s), 1);
+  client().unpublish_dataset(name);
+  EXPECT_TRUE(client().list_datasets().empty());
+  EXPECT_THROW(client().get_dataset<std::int64_t>(name), std::out_of_range);
+  EXPECT_THROW(client().unpublish_dataset(name), std::out_of_range);
+  EXPECT_THROW(client().publish_dataset("bad", std::vector<Future<std::int64_t>>{
+                                                   client().future<std::int64_t>("no-such-key")}),
+               std::invalid_argument);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),
                          [](const auto& param_info) { return param_info.param; });
 

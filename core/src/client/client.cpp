@@ -823,8 +823,9 @@ struct Client::Impl {
           std::vector<fb::Offset<fb::String>> ks;
           ks.reserve(c.holders.size());
           for (const auto& k : c.holders) ks.push_back(out.str(k));
-          out.add(wire::CreateInfoRequest(out.fbb(), id, c.info_kind, out.fbb().CreateVector(ks),
-                                          c.count));
+          const auto kv = out.fbb().CreateVector(ks);
+          flush_specs();  // after this turn's submits: a request may name keys just submitted
+          out.add(wire::CreateInfoRequest(out.fbb(), id, c.info_kind, kv, c.count));
           infos.emplace(id, std::move(c.reply));
           break;
         }
@@ -1232,6 +1233,44 @@ std::map<std::string, std::vector<std::string>> Client::has_what(
 }
 
 detail::FutureRef Client::future_of_key(std::string key) { return impl_->want(std::move(key)); }
+
+namespace {
+constexpr auto kDatasetTimeout = std::chrono::seconds(30);
+}  // namespace
+
+void Client::publish_keys(const std::string& name, std::vector<std::string> keys, bool replace) {
+  keys.insert(keys.begin(), name);
+  try {
+    impl_->info(wire::InfoKind::publish, std::move(keys), kDatasetTimeout, replace ? 1 : 0);
+  } catch (const SchedulerError& e) {
+    throw std::invalid_argument("publish_dataset: " + e.remote_message());
+  }
+}
+
+std::vector<detail::FutureRef> Client::dataset_refs(const std::string& name) {
+  std::string text;
+  try {
+    text = impl_->info(wire::InfoKind::dataset, {name}, kDatasetTimeout);
+  } catch (const SchedulerError& e) {
+    throw std::out_of_range("get_dataset: " + e.remote_message());
+  }
+  std::vector<detail::FutureRef> out;
+  for (const auto& key : nlohmann::json::parse(text)) out.push_back(impl_->want(key.get<std::string>()));
+  return out;
+}
+
+std::vector<std::string> Client::list_datasets() {
+  return nlohmann::json::parse(impl_->info(wire::InfoKind::datasets, {}, kDatasetTimeout))
+      .get<std::vector<std::string>>();
+}
+
+void Client::unpublish_dataset(const std::string& name) {
+  try {
+    impl_->info(wire::InfoKind::unpublish, {name}, kDatasetTimeout);
+  } catch (const SchedulerError& e) {
+    throw std::out_of_range("unpublish_dataset: " + e.remote_message());
+  }
+}
 
 std::string Client::run_locally(std::string_view key, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;

@@ -156,7 +156,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
   }
 
   void report(PeerId client, const KeyReport& r) override {
-    if (client == kFireAndForgetPeer) return;  // the scheduler's own want: nobody to tell
+    if (client >= kFirstInternalPeer) return;  // the scheduler's own wants: nobody to tell
     Pending& p = pending(client);
     auto& b = p.batch;
     auto key = b.str(r.key);
@@ -479,6 +479,43 @@ struct SchedulerService::Impl final : SchedulerOutbox {
           hex += kHex[c & 0xf];
         }
         j = {{"name", call->name}, {"args", std::move(hex)}, {"deps", call->deps}};
+        break;
+      }
+      case wire::InfoKind::datasets:
+        j = state.datasets();
+        break;
+      case wire::InfoKind::dataset: {
+        const auto keys = key_views.empty() ? std::nullopt : state.dataset(key_views[0]);
+        if (!keys) {
+          Pending& p = pending(peer);
+          p.batch.add(wire::CreateInfoReply(
+              p.batch.fbb(), r.request_id(), 0,
+              p.batch.str("no dataset named '" +
+                          std::string(key_views.empty() ? std::string_view() : key_views[0]) +
+                          "'")));
+          return;
+        }
+        j = *keys;
+        break;
+      }
+      case wire::InfoKind::publish:
+      case wire::InfoKind::unpublish: {
+        std::optional<std::string> error;
+        if (key_views.empty()) {
+          error = "a dataset needs a name";
+        } else if (r.kind() == wire::InfoKind::publish) {
+          error = state.on_publish(peer, key_views[0],
+                                   std::span(key_views).subspan(1), r.count() == 1);
+        } else if (!state.on_unpublish(key_views[0])) {
+          error = "no dataset named '" + std::string(key_views[0]) + "'";
+        }
+        if (error) {
+          Pending& p = pending(peer);
+          p.batch.add(
+              wire::CreateInfoReply(p.batch.fbb(), r.request_id(), 0, p.batch.str(*error)));
+          return;
+        }
+        j = nullptr;
         break;
       }
       case wire::InfoKind::logs:

@@ -33,6 +33,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
 #include <new>
 #include <stdexcept>
 #include <type_traits>
@@ -472,12 +473,17 @@ struct SchedulerState::Impl {
 
   // Workers each task was running on when they died (suspicious deaths); rare.
   std::unordered_map<TaskId, std::vector<std::string>> died_on;
+  // Published datasets: name -> keys, and how many datasets hold each key (the datasets
+  // pseudo-client wants a key while this is non-zero).
+  std::map<std::string, std::vector<std::string>, std::less<>> datasets;
+  std::unordered_map<std::string, std::uint32_t> dataset_refs;
   // The error of every erred task (and of no other); an erred chain shares one ErrorInfo.
   std::unordered_map<TaskId, std::shared_ptr<const ErrorInfo>> errors;
 
   // Scratch, kept to reuse capacity.
   std::vector<TaskId> release_work;  // tasks whose need may have dropped
   std::vector<TaskId> recompute_stack;
+  std::vector<ReadyEntry> held_suspects;  // schedule(): suspects with no worker free for them
   std::vector<TaskId> err_stack;
   std::vector<Index> touched;
   std::vector<TaskId> scratch_ids;
@@ -1008,12 +1014,43 @@ struct SchedulerState::Impl {
         ready.pop_back();
       }
       if (ready.empty()) break;
-      const TaskId id = ready.front().id;
+      const ReadyEntry head = ready.front();
       std::pop_heap(ready.begin(), ready.end(), ReadyLess{});
       ready.pop_back();
-      send(id, choose_worker(id));
+      if (!died_on.empty() && died_on.count(head.id) > 0) {  // rare: see suspect_free_worker
+        const Index wi = suspect_free_worker();
+        if (wi == kNone) {
+          held_suspects.push_back(head);
+        } else {
+          send(head.id, wi);
+        }
+        continue;
+      }
+      send(head.id, choose_worker(head.id));
     }
+    for (const ReadyEntry& e : held_suspects) {
+      ready.push_back(e);
+      std::push_heap(ready.begin(), ready.end(), ReadyLess{});
+    }
+    held_suspects.clear();
     if (ready.size() > 2 * queued + 1024) compact_ready();
+  }
+
+  /// A suspect is a task that was on a worker when it died (it has a died_on entry). Two suspects
+  /// never share a worker: the tasks that happened to run beside a task that crashes its worker
+  /// would otherwise follow it from worker to worker and fail with KilledWorker too. With one
+  /// suspect per worker, a task is beside the crashing one at most once. Returns the unsaturated
+  /// worker with the earliest start among those processing no suspect, or kNone.
+  Index suspect_free_worker() const {
+    Index best = kNone;
+    for (const Index wi : worker_heap) {
+      const Worker& w = workers[wi];
+      if (best != kNone && !heap_less(wi, best)) continue;
+      const bool clean = std::none_of(w.processing.begin(), w.processing.end(),
+                                      [this](const Running& r) { return died_on.count(r.id) > 0; });
+      if (clean) best = wi;
+    }
+    return best;
   }
 
   void compact_ready() {
@@ -1475,6 +1512,64 @@ void SchedulerState::on_fire_and_forget(PeerId client, std::span<const std::stri
     s.drain_releases();
   }
   s.schedule();
+}
+
+std::optional<std::string> SchedulerState::on_publish(PeerId client, std::string_view name,
+                                                      std::span<const std::string_view> keys,
+                                                      bool replace) {
+  Impl& s = *impl_;
+  if (s.find_client(client) == kNone) return "unknown client";
+  const auto existing = s.datasets.find(name);
+  if (existing != s.datasets.end() && !replace) {
+    return "dataset '" + std::string(name) + "' already exists";
+  }
+  for (const std::string_view key : keys) {
+    if (s.find_task(key) == kNone) {
+      return "cannot publish dataset '" + std::string(name) + "': unknown key " + std::string(key);
+    }
+  }
+  // The new keys are held before the old ones go, so keys in both stay.
+  const Index ds = s.ensure_client(kDatasetsPeer, "datasets");
+  std::vector<std::string> held(keys.begin(), keys.end());
+  for (const std::string& key : held) {
+    if (s.dataset_refs[key]++ == 0) {
+      s.want(ds, s.find_task(key));
+      s.drain_releases();
+    }
+  }
+  if (existing != s.datasets.end()) on_unpublish(name);
+  s.datasets.emplace(std::string(name), std::move(held));
+  s.schedule();
+  return std::nullopt;
+}
+
+bool SchedulerState::on_unpublish(std::string_view name) {
+  Impl& s = *impl_;
+  const auto it = s.datasets.find(name);
+  if (it == s.datasets.end()) return false;
+  std::vector<std::string_view> gone;
+  for (const std::string& key : it->second) {
+    auto r = s.dataset_refs.find(key);
+    if (r != s.dataset_refs.end() && --r->second == 0) {
+      s.dataset_refs.erase(r);
+      gone.push_back(key);
+    }
+  }
+  on_release(kDatasetsPeer, gone);  // before the keys' strings go with the entry
+  s.datasets.erase(it);
+  return true;
+}
+
+std::vector<std::string> SchedulerState::datasets() const {
+  std::vector<std::string> out;
+  for (const auto& [name, keys] : impl_->datasets) out.push_back(name);
+  return out;
+}
+
+std::optional<std::vector<std::string>> SchedulerState::dataset(std::string_view name) const {
+  const auto it = impl_->datasets.find(name);
+  if (it == impl_->datasets.end()) return std::nullopt;
+  return it->second;
 }
 
 void SchedulerState::on_release(PeerId client, std::span<const std::string_view> keys) {

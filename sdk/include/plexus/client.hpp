@@ -472,6 +472,34 @@ class Client {
     recreate_error_locally_key(future.key(), future.status(), timeout);
   }
 
+  // ---- datasets: futures named on the scheduler, for any client ----
+  /// Names `futures` as dataset `name`: the cluster keeps their results until the dataset is
+  /// unpublished, and any client can get them by name. Throws std::invalid_argument if the name
+  /// is taken (unless `replace`) or a future is unknown to the scheduler.
+  template <class T>
+  void publish_dataset(const std::string& name, const std::vector<Future<T>>& futures,
+                       bool replace = false) {
+    std::vector<std::string> keys;
+    keys.reserve(futures.size());
+    for (const auto& f : futures) keys.emplace_back(f.key());
+    publish_keys(name, std::move(keys), replace);
+  }
+  template <class T>
+  void publish_dataset(const std::string& name, const Future<T>& future, bool replace = false) {
+    publish_dataset(name, std::vector<Future<T>>{future}, replace);
+  }
+  /// The futures of dataset `name`, in the order published. Throws std::out_of_range if there
+  /// is none.
+  template <class T>
+  std::vector<Future<T>> get_dataset(const std::string& name) {
+    std::vector<Future<T>> out;
+    for (auto& ref : dataset_refs(name)) out.emplace_back(std::move(ref));
+    return out;
+  }
+  std::vector<std::string> list_datasets();
+  /// Throws std::out_of_range if there is no such dataset.
+  void unpublish_dataset(const std::string& name);
+
   /// Cancels the tasks for every client (as Future::cancel on each).
   template <class T>
   void cancel(const std::vector<Future<T>>& futures) {
@@ -528,6 +556,8 @@ class Client {
   }
   void retry_states(const std::vector<const detail::FutureState*>& states);
   detail::FutureRef future_of_key(std::string key);
+  void publish_keys(const std::string& name, std::vector<std::string> keys, bool replace);
+  std::vector<detail::FutureRef> dataset_refs(const std::string& name);
   std::string run_locally(std::string_view key, std::chrono::milliseconds timeout);
   [[noreturn]] void recreate_error_locally_key(std::string_view key, FutureStatus status,
                                                std::chrono::milliseconds timeout);

@@ -892,6 +892,51 @@ TEST_F(SchedulerStateTest, WorkerDiedRecomputesWhatOnlyItHeld) {
   EXPECT_EQ(st("b"), TaskState::memory);
 }
 
+// Tasks that were on a worker when it died (suspects) never share a worker, so the tasks that
+// ran beside one that crashes every worker do not follow it to KilledWorker.
+TEST_F(SchedulerStateTest, SuspectsRunOnePerWorkerSoBystandersSurvive) {
+  auto crash = [&](PeerId w) {
+    ASSERT_TRUE(state.on_worker_died(wname(w), "killed by signal SIGSEGV", now));
+    check();
+  };
+  worker(100, 4);
+  submit(kC1, {task("poison"), task("b"), task("c"), task("d")});
+  ASSERT_EQ(out.computed(100).size(), 4u);
+  crash(100);  // all four were there: all four are suspects now
+  out.clear();
+  worker(101, 4);
+  EXPECT_THAT(out.computed(101), ElementsAre("poison"));  // one suspect, although it has 4 threads
+  worker(102, 4);
+  EXPECT_THAT(out.computed(102), ElementsAre("b"));
+  submit(kC1, {task("e")});  // not a suspect: it may run beside one
+  EXPECT_THAT(out.computed(101), ElementsAre("poison", "e"));
+  done(102, "b");
+  EXPECT_THAT(out.computed(102), ElementsAre("b", "c"));
+  crash(101);  // the poison again, and e beside it (its first death)
+  EXPECT_EQ(st("poison"), TaskState::queued);
+  EXPECT_EQ(st("e"), TaskState::queued);
+  worker(103, 4);
+  EXPECT_THAT(out.computed(103), ElementsAre("poison"));
+  done(102, "c");
+  EXPECT_THAT(out.computed(102), ElementsAre("b", "c", "d"));
+  crash(103);
+  worker(104, 4);
+  EXPECT_THAT(out.computed(104), ElementsAre("poison"));
+  done(102, "d");
+  EXPECT_THAT(out.computed(102), ElementsAre("b", "c", "d", "e"));
+  crash(104);
+  EXPECT_EQ(st("poison"), TaskState::erred);
+  done(102, "e");
+  for (const char* k : {"b", "c", "d", "e"}) EXPECT_EQ(st(k), TaskState::memory) << k;
+  auto r = out.reports_of("poison");
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_TRUE(r[0].error);
+  EXPECT_THAT(r[0].error->message,
+              HasSubstr("4 workers that died: w100 (killed by signal SIGSEGV), w101 (killed by "
+                        "signal SIGSEGV), w103 (killed by signal SIGSEGV), w104 (killed by signal "
+                        "SIGSEGV)"));
+}
+
 TEST_F(SchedulerStateTest, GracefulDeparturesAreNotSuspicious) {
   submit(kC1, {task("a")});
   for (PeerId w = 100; w < 110; ++w) {
@@ -1349,6 +1394,35 @@ TEST_F(SchedulerStateTest, FireAndForgetKeepsTheTaskUntilItIsDone) {
   release(kC1, {"c"});
   fail(kW1, "c");  // an error ends it too
   EXPECT_EQ(st("c"), std::nullopt);
+}
+
+TEST_F(SchedulerStateTest, DatasetsHoldTheirKeysUntilUnpublished) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b")});
+  done(kW1, "a");
+  done(kW1, "b");
+  const std::vector<std::string_view> ab{"a", "b"}, b{"b"};
+  EXPECT_EQ(state.on_publish(kC1, "one", ab, false), std::nullopt);
+  EXPECT_EQ(state.on_publish(kC1, "two", b, false), std::nullopt);
+  EXPECT_NE(state.on_publish(kC1, "two", b, false), std::nullopt);  // taken
+  EXPECT_NE(state.on_publish(kC1, "three", std::vector<std::string_view>{"nope"}, false),
+            std::nullopt);  // unknown key
+  check();
+  release(kC1, {"a", "b"});
+  EXPECT_EQ(st("a"), TaskState::memory);  // held by the datasets
+  EXPECT_EQ(state.datasets(), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(state.dataset("one"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(state.on_unpublish("one"));
+  check();
+  EXPECT_EQ(st("a"), std::nullopt);         // only "one" held it
+  EXPECT_EQ(st("b"), TaskState::memory);    // "two" still does
+  EXPECT_FALSE(state.on_unpublish("one"));
+  EXPECT_EQ(state.on_publish(kC1, "two", std::vector<std::string_view>{"b"}, true), std::nullopt);
+  EXPECT_EQ(st("b"), TaskState::memory);    // replaced by the same key: kept throughout
+  EXPECT_TRUE(state.on_unpublish("two"));
+  check();
+  EXPECT_EQ(st("b"), std::nullopt);
+  EXPECT_EQ(state.dataset("two"), std::nullopt);
 }
 
 }  // namespace

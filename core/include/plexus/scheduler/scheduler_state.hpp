@@ -56,6 +56,10 @@ using PeerId = std::uint32_t;
 /// The scheduler's own wanter of fire-and-forget keys; never a connected peer (the I/O layer
 /// drops reports addressed to it).
 inline constexpr PeerId kFireAndForgetPeer = 0xffffffffu;
+/// The scheduler's own wanter of published datasets' keys; never a connected peer either.
+inline constexpr PeerId kDatasetsPeer = 0xfffffffeu;
+/// Peers at or above this are the scheduler's own wanters.
+inline constexpr PeerId kFirstInternalPeer = 0xfffffff0u;
 
 enum class TaskState : std::uint8_t { released, waiting, queued, processing, memory, erred };
 const char* to_string(TaskState s);
@@ -183,6 +187,17 @@ class SchedulerState {
   /// The keys stay wanted (by the scheduler itself) until each is in memory or erred, whatever
   /// the client does: dask's fire_and_forget.
   void on_fire_and_forget(PeerId client, std::span<const std::string_view> keys);
+  /// Names `keys` as dataset `name`; they stay wanted (by the scheduler) until it is
+  /// unpublished. Returns an error message instead if the name exists and not `replace`, or a
+  /// key is unknown.
+  std::optional<std::string> on_publish(PeerId client, std::string_view name,
+                                        std::span<const std::string_view> keys, bool replace);
+  /// Forgets dataset `name` (its keys go unless another dataset or a client wants them).
+  /// Returns false if there is no such dataset.
+  bool on_unpublish(std::string_view name);
+  std::vector<std::string> datasets() const;
+  /// The keys of dataset `name`, or nothing if there is none.
+  std::optional<std::vector<std::string>> dataset(std::string_view name) const;
   // The same taking std::string keys (tests, benchmarks).
   void on_want(PeerId client, std::span<const std::string> keys) { on_want(client, views(keys)); }
   void on_release(PeerId client, std::span<const std::string> keys) {
