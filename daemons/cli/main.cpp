@@ -67,7 +67,19 @@ int run_submit(const Target& t, const std::string& task, const std::vector<std::
 }
 
 int run_map(const Target& t, const std::string& task, const plexus::config::Config& config) {
+  // Lines are submitted in slices as they are read, so the cluster starts while stdin streams in
+  // and only the futures are held, not every encoded call.
+  constexpr std::size_t kSlice = 1024;
+  auto client = connect(t, config);
+  const plexus::SubmitOptions options = options_of(t);
+  std::vector<plexus::detail::FutureRef> futures;
   std::vector<plexus::EncodedCall> calls;
+  auto submit_slice = [&] {
+    for (auto& f : client.submit_encoded_many(options, std::move(calls))) {
+      futures.push_back(std::move(f));
+    }
+    calls.clear();
+  };
   std::string line;
   std::size_t lineno = 0;
   while (std::getline(std::cin, line)) {
@@ -86,9 +98,9 @@ int run_map(const Target& t, const std::string& task, const plexus::config::Conf
       return 2;
     }
     calls.push_back({task, std::move(encoded), {}});
+    if (calls.size() == kSlice) submit_slice();
   }
-  auto client = connect(t, config);
-  auto futures = client.submit_encoded_many(options_of(t), std::move(calls));
+  if (!calls.empty()) submit_slice();
   bool progress = ::isatty(STDERR_FILENO) != 0;
   auto last = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < futures.size(); ++i) {
