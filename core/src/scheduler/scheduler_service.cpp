@@ -319,26 +319,17 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       }
       case wire::Msg::Want: {
         if (!client) break;
-        key_views.clear();
-        wire::append_views(env.msg_as_Want()->keys(), key_views);
-        const auto& keys = key_views;
-        state.on_want(peer, keys);
+        state.on_want(peer, views_of(env.msg_as_Want()->keys()));
         return;
       }
       case wire::Msg::Release: {
         if (!client) break;
-        key_views.clear();
-        wire::append_views(env.msg_as_Release()->keys(), key_views);
-        const auto& keys = key_views;
-        state.on_release(peer, keys);
+        state.on_release(peer, views_of(env.msg_as_Release()->keys()));
         return;
       }
       case wire::Msg::Cancel: {
         if (!client) break;
-        key_views.clear();
-        wire::append_views(env.msg_as_Cancel()->keys(), key_views);
-        const auto& keys = key_views;
-        state.on_cancel(peer, keys);
+        state.on_cancel(peer, views_of(env.msg_as_Cancel()->keys()));
         return;
       }
       case wire::Msg::Done: {
@@ -365,17 +356,12 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       case wire::Msg::MissingDeps: {
         if (!worker) break;
         const auto* m = env.msg_as_MissingDeps();
-        key_views.clear();
-        wire::append_views(m->missing(), key_views);
-        state.on_missing_deps(peer, wire::view(m->key()), key_views);
+        state.on_missing_deps(peer, wire::view(m->key()), views_of(m->missing()));
         return;
       }
       case wire::Msg::Reject: {
         if (!worker) break;
-        key_views.clear();
-        wire::append_views(env.msg_as_Reject()->keys(), key_views);
-        const auto& keys = key_views;
-        state.on_reject(peer, keys);
+        state.on_reject(peer, views_of(env.msg_as_Reject()->keys()));
         return;
       }
       case wire::Msg::Heartbeat: {
@@ -398,16 +384,12 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       }
       case wire::Msg::Retry: {
         if (!client) break;
-        key_views.clear();
-        wire::append_views(env.msg_as_Retry()->keys(), key_views);
-        state.on_retry(peer, key_views);
+        state.on_retry(peer, views_of(env.msg_as_Retry()->keys()));
         return;
       }
       case wire::Msg::FireAndForget: {
         if (!client) break;
-        key_views.clear();
-        wire::append_views(env.msg_as_FireAndForget()->keys(), key_views);
-        state.on_fire_and_forget(peer, key_views);
+        state.on_fire_and_forget(peer, views_of(env.msg_as_FireAndForget()->keys()));
         return;
       }
       case wire::Msg::InfoRequest: {
@@ -434,11 +416,18 @@ struct SchedulerService::Impl final : SchedulerOutbox {
                              "' from a " + role_name(pr.role));
   }
 
+  // Views of a message's strings, in the reused key_views (valid until the next call).
+  const std::vector<std::string_view>& views_of(
+      const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* v) {
+    key_views.clear();
+    wire::append_views(v, key_views);
+    return key_views;
+  }
+
   // A client's question about the cluster, answered as JSON in the peer's batch.
   void answer_info(PeerId peer, const wire::InfoRequest& r) {
     nlohmann::json j = nlohmann::json::object();
-    key_views.clear();
-    wire::append_views(r.keys(), key_views);
+    views_of(r.keys());
     switch (r.kind()) {
       case wire::InfoKind::scheduler_info: {
         j["type"] = "Scheduler";
