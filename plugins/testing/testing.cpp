@@ -157,6 +157,12 @@ std::int64_t worker_pid(std::int64_t ms) {
   return static_cast<std::int64_t>(::getpid());
 }
 
+// The same, after appending "<pid>" to `path` at the start: which processes started it.
+std::int64_t logged_worker_pid(std::int64_t ms, const std::string& path) {
+  append_line(path, std::to_string(::getpid()));
+  return worker_pid(ms);
+}
+
 // x + 1, once `blocker` (a dependency whose value is ignored) is in memory.
 std::int64_t dep_inc(std::int64_t x, std::int64_t /*blocker*/) { return x + 1; }
 
@@ -169,6 +175,34 @@ std::int64_t total_len(const plexus::Bytes& a, const plexus::Bytes& b) {
 std::int64_t total_len_view(plexus::BytesView a, plexus::BytesView b) {
   return static_cast<std::int64_t>(a.size() + b.size());
 }
+
+// x * x after sleeping `ms`: a map of these is work that takes a while and whose every result
+// can be checked (the resilience tests kill workers in the middle of one).
+std::int64_t slow_square(std::int64_t x, std::int64_t ms) {
+  sleep_ms(ms);
+  return x * x;
+}
+
+// x * x, except for x == crash_at: then one line "<pid>" is appended to `path` and the process
+// dies of SIGSEGV. Counting the lines counts the attempts at the poison task.
+std::int64_t square_or_segfault(std::int64_t x, std::int64_t crash_at, const std::string& path) {
+  if (x != crash_at) return x * x;
+  append_line(path, std::to_string(::getpid()));
+  std::signal(SIGSEGV, SIG_DFL);
+  std::raise(SIGSEGV);
+  return 0;
+}
+
+// a + b, after appending "<label> <pid>" to `path`: tells which process holds the result, and
+// how many times it was computed.
+std::int64_t add_logged(std::int64_t a, std::int64_t b, const std::string& label,
+                        const std::string& path) {
+  append_line(path, label + " " + std::to_string(::getpid()));
+  return a + b;
+}
+
+// a + b once `gate` (a dependency whose value is ignored) is in memory.
+std::int64_t gated_add(std::int64_t a, std::int64_t b, std::int64_t /*gate*/) { return a + b; }
 
 std::int32_t add_i32(std::int32_t a, std::int32_t b) {
   std::int64_t sum = std::int64_t{a} + std::int64_t{b};
@@ -206,5 +240,10 @@ PLEXUS_PLUGIN(testing, "1.0.0", registry) {
       .add("worker_pid", &t::worker_pid)
       .add("dep_inc", &t::dep_inc)
       .add("total_len", &t::total_len)
-      .add("total_len_view", &t::total_len_view);
+      .add("total_len_view", &t::total_len_view)
+      .add("slow_square", &t::slow_square)
+      .add("square_or_segfault", &t::square_or_segfault)
+      .add("add_logged", &t::add_logged)
+      .add("gated_add", &t::gated_add)
+      .add("logged_worker_pid", &t::logged_worker_pid);
 }

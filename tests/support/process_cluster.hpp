@@ -6,6 +6,9 @@
 //   ...
 //   cluster.stop();   // SIGTERM every daemon, workers first; returns their wait statuses
 //
+// Workers run under a nanny by default (as plexus-worker does): workers() are then the nannies,
+// and worker_pid(i) finds the real worker process, their child.
+//
 // Every wait has a deadline. The destructor stops whatever is still running.
 // Thread safety: owned and used by one test thread.
 #pragma once
@@ -16,6 +19,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +35,10 @@ struct ProcessClusterOptions {
   bool workers_use_scheduler_file = false;
   std::string log_level = "warning";
   std::chrono::milliseconds startup_timeout{std::chrono::seconds(10)};
+  /// Workers run under a nanny (plexus-worker's default); false passes --no-nanny.
+  bool nanny = true;
+  /// TOML given to every daemon with --config (e.g. a short scheduler.worker-ttl-ms); "" = none.
+  std::string config_toml;
 };
 
 class ProcessCluster {
@@ -54,6 +62,13 @@ class ProcessCluster {
   /// Process ids of every daemon started, running or not.
   std::vector<int> pids() const;
 
+  /// The process running worker `i`'s tasks: the nanny's child (waiting up to `timeout` for it
+  /// to be started, e.g. after a restart, and for a pid other than `not_pid`), or the worker
+  /// itself without a nanny. Nothing if there is none by then.
+  std::optional<int> worker_pid(std::size_t i,
+                                std::chrono::milliseconds timeout = std::chrono::seconds(10),
+                                int not_pid = 0) const;
+
   /// SIGTERM to every worker, then to the scheduler, each with `grace` before SIGKILL. Returns
   /// the wait statuses, workers first. Idempotent: a second call returns the same statuses.
   std::vector<int> stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
@@ -62,6 +77,7 @@ class ProcessCluster {
   ProcessClusterOptions options_;
   TempDir dir_;
   std::string scheduler_file_;
+  std::string config_file_;  // "" = no --config
   std::string address_;
   std::unique_ptr<ChildProcess> scheduler_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;

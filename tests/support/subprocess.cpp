@@ -127,9 +127,27 @@ int closed_tcp_port() {
 
 bool process_exists(int pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
 
-std::vector<int> child_pids() {
+bool process_alive(int pid) {
+  if (!process_exists(pid)) return false;
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return false;  // gone meanwhile
+  return stat[close + 2] != 'Z';
+}
+
+bool wait_until_gone(int pid, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (process_alive(pid)) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+std::vector<int> child_pids() { return child_pids(static_cast<int>(::getpid())); }
+
+std::vector<int> child_pids(int parent) {
   std::vector<int> out;
-  const int self = static_cast<int>(::getpid());
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename();
@@ -141,7 +159,7 @@ std::vector<int> child_pids() {
     std::istringstream rest(stat.substr(close + 1));
     char state = 0;
     int ppid = 0;
-    if (rest >> state >> ppid && ppid == self && state != 'Z') out.push_back(std::stoi(name));
+    if (rest >> state >> ppid && ppid == parent && state != 'Z') out.push_back(std::stoi(name));
   }
   return out;
 }

@@ -55,8 +55,17 @@ int closed_tcp_port();
 /// Whether a process with this id still exists (not reaped or not ours counts as existing).
 bool process_exists(int pid);
 
-/// Process ids whose parent is this process (from /proc), running or zombie.
+/// Whether it exists and is not a zombie: an orphan that has exited counts as gone even while
+/// nobody has reaped it yet.
+bool process_alive(int pid);
+
+/// Polls until process_alive(pid) is false; false if it is still alive at the deadline.
+bool wait_until_gone(int pid, std::chrono::milliseconds timeout);
+
+/// Process ids whose parent is this process (from /proc), running, not zombies.
 std::vector<int> child_pids();
+/// The same for the children of `parent`.
+std::vector<int> child_pids(int parent);
 
 /// The directory of the daemons and the CLI in the build tree.
 std::string bin_dir();

@@ -470,6 +470,9 @@ struct SchedulerState::Impl {
 
   std::vector<ReadyEntry> ready;  // lazy deletion: an entry is live iff its task is queued
   std::size_t queued = 0;
+  // Suspects (see suspect_free_worker) taken from `ready` while every worker had one; a heap in
+  // the same order. A queued task's live entry is in `ready` or here. Empty unless workers died.
+  std::vector<ReadyEntry> parked;
 
   // Workers each task was running on when they died (suspicious deaths); rare.
   std::unordered_map<TaskId, std::vector<std::string>> died_on;
@@ -483,7 +486,6 @@ struct SchedulerState::Impl {
   // Scratch, kept to reuse capacity.
   std::vector<TaskId> release_work;  // tasks whose need may have dropped
   std::vector<TaskId> recompute_stack;
-  std::vector<ReadyEntry> held_suspects;  // schedule(): suspects with no worker free for them
   std::vector<TaskId> err_stack;
   std::vector<Index> touched;
   std::vector<TaskId> scratch_ids;
@@ -1008,6 +1010,7 @@ struct SchedulerState::Impl {
 
   /// Sends ready tasks, best first, while some worker is unsaturated.
   void schedule() {
+    if (!parked.empty()) place_parked();
     while (!worker_heap.empty()) {
       while (!ready.empty() && !ready_live(ready.front())) {
         std::pop_heap(ready.begin(), ready.end(), ReadyLess{});
@@ -1018,9 +1021,10 @@ struct SchedulerState::Impl {
       std::pop_heap(ready.begin(), ready.end(), ReadyLess{});
       ready.pop_back();
       if (!died_on.empty() && died_on.count(head.id) > 0) {  // rare: see suspect_free_worker
-        const Index wi = suspect_free_worker();
+        const Index wi = parked.empty() ? suspect_free_worker() : kNone;
         if (wi == kNone) {
-          held_suspects.push_back(head);
+          parked.push_back(head);
+          std::push_heap(parked.begin(), parked.end(), ReadyLess{});
         } else {
           send(head.id, wi);
         }
@@ -1028,11 +1032,6 @@ struct SchedulerState::Impl {
       }
       send(head.id, choose_worker(head.id));
     }
-    for (const ReadyEntry& e : held_suspects) {
-      ready.push_back(e);
-      std::push_heap(ready.begin(), ready.end(), ReadyLess{});
-    }
-    held_suspects.clear();
     if (ready.size() > 2 * queued + 1024) compact_ready();
   }
 
@@ -1051,6 +1050,20 @@ struct SchedulerState::Impl {
       if (clean) best = wi;
     }
     return best;
+  }
+
+  /// Sends parked suspects, best first, while some worker is free of suspects.
+  void place_parked() {
+    while (!parked.empty()) {
+      const ReadyEntry e = parked.front();
+      if (ready_live(e)) {
+        const Index wi = suspect_free_worker();
+        if (wi == kNone) return;
+        send(e.id, wi);
+      }
+      std::pop_heap(parked.begin(), parked.end(), ReadyLess{});
+      parked.pop_back();
+    }
   }
 
   void compact_ready() {
@@ -1207,6 +1220,10 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
   std::vector<char> has_entry(tasks.size(), 0);
   for (const ReadyEntry& e : ready) {
     if (e.id >= tasks.size()) return bad("ready entry out of range");
+    if (ready_live(e)) has_entry[e.id] = 1;
+  }
+  for (const ReadyEntry& e : parked) {
+    if (e.id >= tasks.size() || !tasks[e.id].alive) continue;  // stale: dropped when reached
     if (ready_live(e)) has_entry[e.id] = 1;
   }
   for (TaskId id = 0; id < tasks.size(); ++id) {

@@ -88,6 +88,13 @@ TEST_F(ConfigTest, DefaultsHaveEveryDocumentedSettingWithItsTypeAndValue) {
   EXPECT_EQ(c.get_string("worker.data-address"), "");
   EXPECT_EQ(c.get_int("worker.connect-timeout-ms"), 10000);
   EXPECT_EQ(c.get_int("worker.shutdown-timeout-ms"), 10000);
+  EXPECT_EQ(c.get_int("worker.death-timeout-ms"), 60000);
+
+  EXPECT_TRUE(c.get_bool("nanny.enabled"));
+  EXPECT_EQ(c.get_int("nanny.max-crashes"), 5);
+  EXPECT_EQ(c.get_int("nanny.crash-window-ms"), 60000);
+  EXPECT_EQ(c.get_int("nanny.restart-backoff-ms"), 100);
+  EXPECT_EQ(c.get_int("nanny.stop-timeout-ms"), 15000);
 
   EXPECT_EQ(c.get_int("client.connect-timeout-ms"), 10000);
 
@@ -124,7 +131,8 @@ TEST_F(ConfigTest, DumpListsExactlyTheSchemaInFileOrder) {
     }
   }
   EXPECT_THAT(sections,
-              ElementsAre("scheduler", "worker", "client", "comm", "local-cluster", "logging"));
+              ElementsAre("scheduler", "worker", "nanny", "client", "comm", "local-cluster",
+                          "logging"));
   EXPECT_THAT(keys,
               ElementsAre("scheduler.address", "scheduler.scheduler-file",
                           "scheduler.heartbeat-interval-ms", "scheduler.worker-ttl-ms",
@@ -134,6 +142,8 @@ TEST_F(ConfigTest, DumpListsExactlyTheSchemaInFileOrder) {
                           "worker.nthreads", "worker.name", "worker.plugin-path",
                           "worker.data-address", "worker.connect-timeout-ms",
                           "worker.shutdown-timeout-ms", "worker.death-timeout-ms",
+                          "nanny.enabled", "nanny.max-crashes", "nanny.crash-window-ms",
+                          "nanny.restart-backoff-ms", "nanny.stop-timeout-ms",
                           "client.connect-timeout-ms", "client.death-timeout-ms",
                           "comm.inline-threshold-bytes", "comm.max-message-bytes",
                           "comm.verify-max-depth", "comm.verify-max-tables", "comm.linger-ms",
@@ -159,7 +169,7 @@ TEST_F(ConfigTest, CompiledInDefaultsAreTheSourceFileAndEveryKeyIsDocumented) {
     ++keys;
     EXPECT_EQ(previous.substr(0, 1), "#") << "no comment above: " << line;
   }
-  EXPECT_EQ(keys, 33);
+  EXPECT_EQ(keys, 38);
 }
 
 TEST_F(ConfigTest, MergeFileOverlaysOnlyTheKeysItSets) {
