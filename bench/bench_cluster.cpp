@@ -112,6 +112,7 @@ BenchCluster::BenchCluster(const ClusterOptions& options) : options_(options) {
     o.threads_per_worker = options_.threads;
     o.transport = options_.transport;
     o.processes = options_.transport != "inproc";
+    o.nanny = false;  // worker_pids() must be the workers themselves (see below)
     client_ = std::make_unique<Client>(o);
     auto scheds = child_pids("plexus-schedul");  // comm is cut at 15 characters
     if (scheds.size() == 1) scheduler_pid_ = scheds.front();
@@ -149,7 +150,11 @@ BenchCluster::BenchCluster(const ClusterOptions& options) : options_(options) {
                                         "--nthreads",
                                         std::to_string(options_.threads),
                                         "--name",
-                                        "bench-" + std::to_string(i)};
+                                        "bench-" + std::to_string(i),
+                                        // The workers themselves, so that worker_pids() (memory
+                                        // and transfer scenarios) are theirs; a nanny
+                                        // supervises but is not on the data path.
+                                        "--no-nanny"};
       wargv.insert(wargv.end(), quiet.begin(), quiet.end());
       workers_.push_back(std::make_unique<ChildProcess>(wargv));
       worker_pids_.push_back(workers_.back()->pid());

@@ -123,6 +123,7 @@ struct LocalCluster::Impl {
       std::vector<std::string> wargv = {worker_bin, address, "--nthreads", std::to_string(threads),
                                         "--name", "local-" + std::to_string(i)};
       for (const auto& p : o.plugin_path) wargv.insert(wargv.end(), {"--plugin-path", p});
+      if (!o.nanny.value_or(c.get_bool("nanny.enabled"))) wargv.push_back("--no-nanny");
       wargv.insert(wargv.end(), common.begin(), common.end());
       worker_processes.push_back(std::make_unique<ChildProcess>(wargv));
     }

@@ -603,7 +603,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         send_one(pr.routing_id, [&](wire::OutBatch& b) {
           return wire::CreateShutdown(b.fbb(), b.str("the scheduler is shutting down"));
         });
-      } else if (pr.role == Role::client) {
+      } else if (pr.role == Role::client || pr.role == Role::nanny) {
         send_one(pr.routing_id, [&](wire::OutBatch& b) {
           return wire::CreateShutdown(b.fbb(), b.str("the scheduler is shutting down"));
         });

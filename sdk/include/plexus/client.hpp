@@ -290,6 +290,7 @@ struct LocalClusterOptions {
   std::optional<std::uint32_t> threads_per_worker;
   std::optional<std::string> transport;  // "tcp", "ipc" or "inproc"
   std::optional<bool> processes;         // false: scheduler and workers as threads in-process
+  std::optional<bool> nanny;             // processes: run each worker under a nanny ([nanny] enabled)
   std::vector<std::string> plugin_path;  // extra plugin directories for the workers
   std::optional<std::string> config_file;
 };
@@ -410,13 +411,13 @@ class Client {
   std::map<std::string, std::vector<std::string>> has_what(
       const std::vector<std::string>& workers = {},
       std::chrono::milliseconds timeout = std::chrono::seconds(10));
-  /// The scheduler's last `n` log lines, oldest first (each process keeps the last 10,000, at
+  /// The scheduler's last `n` log lines, oldest first (each process keeps the last 2,000, at
   /// info level or more verbose, whatever its stderr shows).
   std::vector<std::string> get_scheduler_logs(
-      std::size_t n = 10000, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+      std::size_t n = 2000, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   /// Every worker's last `n` log lines, by worker address.
   std::map<std::string, std::vector<std::string>> get_worker_logs(
-      std::size_t n = 10000, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+      std::size_t n = 2000, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   /// Blocks until at least `n` workers have joined; throws TimeoutError after `timeout`.
   void wait_for_workers(std::size_t n,
                         std::chrono::milliseconds timeout = std::chrono::seconds(30));

@@ -22,7 +22,8 @@ void set_log_level(const std::string& level);
 void configure_daemon_logging(const std::string& process_name, const std::string& level);
 
 /// How many recent log lines each process keeps in memory (get_worker_logs, get_scheduler_logs).
-inline constexpr std::size_t kLogRingLines = 10000;
+// (2,000: the ring preallocates ~370 bytes per line, so 10,000 would cost every process ~3.7 MB.)
+inline constexpr std::size_t kLogRingLines = 2000;
 
 /// This process's most recent log lines, oldest first: at most `n`, from the named modules only
 /// ("scheduler", "worker", ...; every module when empty). Kept at info level or more verbose,
