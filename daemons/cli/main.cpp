@@ -5,6 +5,7 @@
 #include "daemon.hpp"
 
 #include <plexus/client.hpp>
+#include <plexus/protocol/socket.hpp>
 #include <plexus/common/json_value.hpp>
 
 #include <unistd.h>
@@ -123,6 +124,9 @@ int run_map(const Target& t, const std::string& task, const plexus::config::Conf
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Closed last, so the client's Goodbye reaches the scheduler before the process exits (comm
+  // linger-ms is 1,000 by default).
+  plexus::comm::ContextCloser closer(std::chrono::milliseconds(1100));
   CLI::App app{"Plexus command line: submit tasks to a cluster by name"};
   plexus::daemon::CommonFlags flags;
   flags.add_to(app);

@@ -1,6 +1,7 @@
 // plexus-scheduler: the scheduler daemon.
 #include "daemon.hpp"
 
+#include <plexus/protocol/socket.hpp>
 #include <plexus/scheduler/scheduler_service.hpp>
 
 #include <iostream>
@@ -20,6 +21,9 @@ int main(int argc, char** argv) {
     if (!address.empty()) config.set("scheduler.address", address);
     if (!scheduler_file.empty()) config.set("scheduler.scheduler-file", scheduler_file);
     plexus::configure_daemon_logging("scheduler", flags.level(config));
+    // Closed last: the Shutdowns the service sends on its way out still leave.
+    plexus::comm::ContextCloser closer(
+        std::chrono::milliseconds(config.get_int("comm.linger-ms") + 100));
     std::atomic<plexus::sched::SchedulerService*> target{nullptr};
     std::atomic<bool> signalled{false};
     plexus::daemon::SignalWatcher signals([&](int sig) {

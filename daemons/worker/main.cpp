@@ -2,6 +2,7 @@
 // (a parent process that restarts it when it dies and tells the scheduler why).
 #include "daemon.hpp"
 
+#include <plexus/protocol/socket.hpp>
 #include <plexus/worker/nanny.hpp>
 #include <plexus/worker/worker_service.hpp>
 
@@ -59,6 +60,10 @@ int main(int argc, char** argv) {
     auto config = flags.load();
     const bool use_nanny = !no_nanny && config.get_bool("nanny.enabled");
     plexus::configure_daemon_logging(use_nanny ? "nanny" : "worker", flags.level(config));
+    // Closed last: the last results, hand-backs and the Goodbye (or the nanny's reports) still
+    // leave before the process exits.
+    plexus::comm::ContextCloser closer(
+        std::chrono::milliseconds(config.get_int("comm.linger-ms") + 100));
     if (scheduler.empty() && !scheduler_file.empty()) {
       std::ifstream in(scheduler_file);
       if (!in || !std::getline(in, scheduler) || scheduler.empty()) {

@@ -6,7 +6,10 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <future>
+#include <memory>
 #include <stdexcept>
+#include <thread>
 
 namespace plexus::comm {
 
@@ -14,6 +17,18 @@ zmq::context_t& context() {
   // Never destroyed: sockets owned by detached or late threads must not outlive it.
   static auto* ctx = new zmq::context_t(1);
   return *ctx;
+}
+
+ContextCloser::~ContextCloser() {
+  auto done = std::make_shared<std::promise<void>>();
+  auto closed = done->get_future();
+  // zmq_ctx_term waits for every socket to close and its linger to pass; a socket still open in
+  // some thread would make it wait forever, so it runs aside and is waited for at most max_wait_.
+  std::thread([done] {
+    context().close();
+    done->set_value();
+  }).detach();
+  closed.wait_for(max_wait_);
 }
 
 Transport transport_of(std::string_view address) {

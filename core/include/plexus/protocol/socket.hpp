@@ -20,6 +20,21 @@ namespace plexus::comm {
 /// The process-wide ZeroMQ context.
 zmq::context_t& context();
 
+/// Closes the process-wide context when it goes out of scope, so that messages still queued on
+/// closed sockets (a Goodbye, the last results, a Shutdown) leave within their linger before the
+/// process exits; without it they are dropped. Waits at most `max_wait`, even if a socket is still
+/// open somewhere. For a daemon's main: declare it before the objects that own sockets.
+class ContextCloser {
+ public:
+  explicit ContextCloser(std::chrono::milliseconds max_wait) : max_wait_(max_wait) {}
+  ContextCloser(const ContextCloser&) = delete;
+  ContextCloser& operator=(const ContextCloser&) = delete;
+  ~ContextCloser();
+
+ private:
+  std::chrono::milliseconds max_wait_;
+};
+
 enum class Transport { tcp, ipc, inproc };
 
 /// Parses the scheme of an address; throws std::invalid_argument naming the address otherwise.
