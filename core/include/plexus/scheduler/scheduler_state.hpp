@@ -28,8 +28,10 @@
 //
 // Failure: when a worker leaves, its processing tasks go back to waiting (counting a suspicious
 // death when it did not leave gracefully; past allowed_failures the task errs with
-// ErrorKind::killed_worker), and keys that only it held are recomputed from their lineage if
-// anyone still needs them.
+// ErrorKind::killed_worker, naming each worker and how it died), and keys that only it held are
+// recomputed from their lineage if anyone still needs them. Tasks that were on a dying worker
+// ("suspects") never share a worker with each other, so the bystanders of a task that crashes
+// its worker are beside it at most once instead of following it into KilledWorker.
 //
 // Reports from peers that are not (or no longer) workers are ignored; a worker removed for
 // missing heartbeats that is heard from again is told to shut down (once). A worker that rejects
@@ -213,7 +215,8 @@ class SchedulerState {
   /// The nanny of worker `worker_name` saw it die of `cause` ("killed by signal SIGSEGV", ...):
   /// it leaves as WorkerExit::lost, and the cause is remembered for KilledWorker errors of the
   /// tasks that were running on it. Returns the worker's peer, or nothing if no live worker has
-  /// that name.
+  /// that name. If two live workers have it (a restarted worker's Hello overtook the report of
+  /// its predecessor's death), the one that joined first is the dead one.
   std::optional<PeerId> on_worker_died(std::string_view worker_name, std::string_view cause,
                                        double now);
   void on_heartbeat(PeerId worker, double now);
