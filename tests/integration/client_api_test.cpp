@@ -234,7 +234,9 @@ TEST_P(ClientApiTest, ResubmittingAKeyRightAfterDroppingItKeepsIt) {
   for (int round = 0; round < 200; ++round) {
     {
       auto first = client().submit<std::int64_t>(options, "math.inc", std::int64_t{1});
-      if (round % 2 == 0) ASSERT_EQ(first.result(10s), 2);
+      if (round % 2 == 0) {
+        ASSERT_EQ(first.result(10s), 2);
+      }
     }
     auto again = client().submit<std::int64_t>(options, "math.inc", std::int64_t{1});
     std::int64_t v = 0;

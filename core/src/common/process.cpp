@@ -15,30 +15,34 @@
 
 namespace plexus {
 
-ChildProcess::ChildProcess(const std::vector<std::string>& argv) {
-  if (argv.empty()) throw std::invalid_argument("ChildProcess: empty argv");
+pid_t spawn_process(const std::string& program, const std::vector<std::string>& argv,
+                    bool own_process_group) {
+  if (argv.empty()) throw std::invalid_argument("spawn_process: empty argv");
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   // A pipe with CLOEXEC reports exec failure: it closes silently when exec succeeds.
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
   if (pid < 0) {
+    const int err = errno;
     ::close(fds[0]);
     ::close(fds[1]);
-    throw std::runtime_error("fork failed for " + argv[0] + ": " + ::strerror(errno));
+    throw std::runtime_error("fork failed for " + program + ": " + ::strerror(err));
   }
   if (pid == 0) {
+    // Only async-signal-safe calls until exec.
     ::close(fds[0]);
+    if (own_process_group) ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);
+    if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
     sigset_t none;
     sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::execv(args[0], args.data());
-    int err = errno;
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the parent may block signals in all threads
+    ::execv(program.c_str(), args.data());
+    const int err = errno;
     ssize_t w = ::write(fds[1], &err, sizeof err);
     (void)w;
     ::_exit(127);
@@ -52,10 +56,16 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv) {
   ::close(fds[0]);
   if (n == sizeof err) {
     int status;
-    ::waitpid(pid, &status, 0);
-    throw std::runtime_error("cannot start " + argv[0] + ": " + ::strerror(err));
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    throw std::runtime_error("cannot start " + program + ": " + ::strerror(err));
   }
-  pid_ = pid;
+  return pid;
+}
+
+ChildProcess::ChildProcess(const std::vector<std::string>& argv) {
+  if (argv.empty()) throw std::invalid_argument("ChildProcess: empty argv");
+  pid_ = spawn_process(argv[0], argv, false);
 }
 
 ChildProcess::~ChildProcess() {

@@ -2,6 +2,7 @@
 
 #include <plexus/abi.h>
 #include <plexus/common/logging.hpp>
+#include <plexus/common/process.hpp>
 #include <plexus/config/config.hpp>
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
@@ -47,54 +48,6 @@ std::uint32_t positive_u32(const config::Config& c, std::string_view key, std::i
                               std::to_string(min) + " to " + std::to_string(UINT32_MAX));
   }
   return static_cast<std::uint32_t>(v);
-}
-
-// A child process in its own process group, with PR_SET_PDEATHSIG = SIGTERM. Returns its pid;
-// throws std::runtime_error if it cannot be executed.
-pid_t spawn(const std::string& program, const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  // A pipe with CLOEXEC reports exec failure: it closes silently when exec succeeds.
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    const int err = errno;
-    ::close(fds[0]);
-    ::close(fds[1]);
-    throw std::runtime_error("fork failed for " + program + ": " + ::strerror(err));
-  }
-  if (pid == 0) {
-    // Only async-signal-safe calls until exec.
-    ::close(fds[0]);
-    ::setpgid(0, 0);  // a terminal's Ctrl-C reaches the nanny only; it passes the signal on once
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);  // the nanny died before prctl
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the nanny blocks SIGINT/SIGTERM in all threads
-    ::execv(program.c_str(), args.data());
-    const int err = errno;
-    ssize_t w = ::write(fds[1], &err, sizeof err);
-    (void)w;
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  int err = 0;
-  ssize_t n;
-  do {
-    n = ::read(fds[0], &err, sizeof err);
-  } while (n < 0 && errno == EINTR);
-  ::close(fds[0]);
-  if (n == sizeof err) {
-    int status;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    throw std::runtime_error("cannot start the worker " + program + ": " + ::strerror(err));
-  }
-  return pid;
 }
 
 int open_pidfd(pid_t pid) {
@@ -178,7 +131,8 @@ struct Nanny::Impl {
 
   // ---- the child ----
   void start_child() {
-    child = spawn(options.program, options.worker_argv);
+    // Its own process group: a terminal's Ctrl-C reaches the nanny only, which passes it on once.
+    child = spawn_process(options.program, options.worker_argv, /*own_process_group=*/true);
     child_pid = child;
     pidfd = open_pidfd(child);
     ++incarnation;

@@ -15,6 +15,13 @@
 
 namespace plexus {
 
+/// Starts `program` with `argv` (argv[0] included) and returns its pid. The child gets SIGTERM
+/// when the parent dies (PR_SET_PDEATHSIG), starts with no signal blocked and, if
+/// `own_process_group`, leads a process group of its own (a terminal's Ctrl-C then reaches only
+/// the parent). Throws std::runtime_error naming the program if it cannot be executed.
+pid_t spawn_process(const std::string& program, const std::vector<std::string>& argv,
+                    bool own_process_group);
+
 class ChildProcess {
  public:
   /// Starts `argv[0]` (a path) with `argv`. Throws std::runtime_error naming the program.
