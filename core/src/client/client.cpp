@@ -3,6 +3,7 @@
 #include <plexus/abi.h>
 #include <plexus/client/local_cluster.hpp>
 #include <plexus/worker/plugin_loader.hpp>
+#include <plexus/common/hex.hpp>
 #include <plexus/common/key_map.hpp>
 
 #include <nlohmann/json.hpp>
@@ -99,14 +100,15 @@ struct PendingTask {
 
 struct Command {
   enum class Type { submit, fetch, cancel, info, retry, fire_and_forget, worker_logs, want } type;
-  std::vector<PendingTask> tasks;  // submit
+  // Built with designated initializers; what a command type does not use stays empty.
+  std::vector<PendingTask> tasks{};  // submit
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
-  std::string key;                   // fetch, cancel
-  std::vector<std::string> holders;  // fetch: where; info: the keys or workers asked about
+  std::string key{};                   // fetch, cancel, want
+  std::vector<std::string> holders{};  // fetch: where; info and others: the keys or workers
   wire::InfoKind info_kind = wire::InfoKind::scheduler_info;
-  std::uint64_t count = 0;                           // info (logs), worker_logs: lines
-  std::shared_ptr<std::promise<std::string>> reply;  // info, worker_logs: the JSON answer
+  std::uint64_t count = 0;                             // info (logs), worker_logs: lines
+  std::shared_ptr<std::promise<std::string>> reply{};  // info, worker_logs: the JSON answer
 };
 
 // Submitters wait while this many tasks are queued for the I/O thread, so a client that maps
@@ -354,8 +356,9 @@ const std::string& future_value(const FutureState& cs, Timeout timeout) {
   if (s.status == FutureStatus::finished && !s.has_value) {
     if (!s.fetching) {
       s.fetching = true;
-      Command c{Command::Type::fetch, {}, 0, 0, std::string(s.key()),
-                s.holders ? *s.holders : std::vector<std::string>{}};
+      Command c{.type = Command::Type::fetch,
+                .key = std::string(s.key()),
+                .holders = s.holders ? *s.holders : std::vector<std::string>{}};
       lock.unlock();
       s.core->push(std::move(c));
       lock.lock();
@@ -452,7 +455,7 @@ std::size_t wait_any(const std::vector<const FutureState*>& states, Timeout time
 }
 
 void future_cancel(const FutureState& s) {
-  s.core->push(Command{Command::Type::cancel, {}, 0, 0, std::string(s.key()), {}});
+  s.core->push(Command{.type = Command::Type::cancel, .key = std::string(s.key())});
 }
 
 void throw_result_type_error(const FutureState& s, const std::string& type,
@@ -573,18 +576,12 @@ struct Client::Impl {
     result.reserve(calls.size());
     std::vector<PendingTask> fresh;
     std::lock_guard lock(core->mu);
-    if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
+    check_open_locked();
     for (std::size_t i = 0; i < calls.size(); ++i) {
-      auto it = core->futures.find(std::string_view(keys[i]));
-      if (it != core->futures.end()) {  // held already (perhaps only by a queued release)
-        FutureState* s = *it;
-        s->handles.fetch_add(1, std::memory_order_relaxed);
-        result.emplace_back(s);
-        continue;
-      }
-      FutureState* s = FutureState::create(keys[i], core.get());
+      bool created = false;
+      FutureState* s = acquire_locked(keys[i], created);
       result.emplace_back(s);
-      core->futures.insert(s);
+      if (!created) continue;
       auto& c = calls[i];
       std::sort(c.refs.begin(), c.refs.end());
       c.refs.erase(std::unique(c.refs.begin(), c.refs.end()), c.refs.end());
@@ -593,7 +590,10 @@ struct Client::Impl {
     // Queued under core->mu, so submits reach the scheduler in the order their keys were
     // registered: a task using a future that another thread has just created comes after it.
     if (!fresh.empty()) {
-      core->push(Command{Command::Type::submit, std::move(fresh), o.retries, o.priority, {}, {}});
+      core->push(Command{.type = Command::Type::submit,
+                         .tasks = std::move(fresh),
+                         .retries = o.retries,
+                         .priority = o.priority});
     }
     return result;
   }
@@ -602,28 +602,45 @@ struct Client::Impl {
   // (and recomputes it if released; an unknown key is reported lost).
   detail::FutureRef want(std::string key) {
     std::lock_guard lock(core->mu);
+    check_open_locked();
+    bool created = false;
+    detail::FutureRef ref(acquire_locked(key, created));
+    if (created) core->push(Command{.type = Command::Type::want, .key = std::move(key)});
+    return ref;
+  }
+
+  // Caller holds core->mu.
+  void check_open_locked() const {
     if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
-    auto it = core->futures.find(std::string_view(key));
+  }
+
+  // One more handle on the state of `key` (which the caller adopts), made if there is none;
+  // `created` says which. A state whose release is still queued is revived. Caller holds
+  // core->mu.
+  FutureState* acquire_locked(std::string_view key, bool& created) {
+    auto it = core->futures.find(key);
     if (it != core->futures.end()) {
       (*it)->handles.fetch_add(1, std::memory_order_relaxed);
-      return detail::FutureRef(*it);
+      created = false;
+      return *it;
     }
     FutureState* s = FutureState::create(key, core.get());
-    detail::FutureRef ref(s);
     core->futures.insert(s);
-    core->push(Command{Command::Type::want, {}, 0, 0, std::move(key), {}});
-    return ref;
+    created = true;
+    return s;
+  }
+
+  // Queues a command for the I/O thread, unless the client is closed.
+  void push_if_open(Command c) {
+    std::lock_guard lock(core->mu);
+    check_open_locked();
+    core->push(std::move(c));
   }
 
   // Sends `type` for the keys of `futures` (retry, fire_and_forget).
   void key_command(Command::Type type, std::vector<std::string> keys) {
     if (keys.empty()) return;
-    {
-      std::lock_guard lock(core->mu);
-      if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
-    }
-    Command c{type, {}, 0, 0, {}, std::move(keys)};
-    core->push(std::move(c));
+    push_if_open(Command{.type = type, .holders = std::move(keys)});
   }
 
   // Asks the scheduler; returns its JSON answer.
@@ -632,15 +649,11 @@ struct Client::Impl {
                    Command::Type type = Command::Type::info) {
     auto reply = std::make_shared<std::promise<std::string>>();
     auto answer = reply->get_future();
-    {
-      std::lock_guard lock(core->mu);
-      if (core->closed) throw ConnectionError("client is closed: " + core->closed_reason);
-    }
-    Command c{type, {}, 0, 0, {}, std::move(keys)};
-    c.info_kind = kind;
-    c.count = count;
-    c.reply = std::move(reply);
-    core->push(std::move(c));
+    push_if_open(Command{.type = type,
+                         .holders = std::move(keys),
+                         .info_kind = kind,
+                         .count = count,
+                         .reply = std::move(reply)});
     if (answer.wait_for(timeout) != std::future_status::ready) {
       throw TimeoutError("no answer from the scheduler at " + address + " within " +
                          std::to_string(timeout.count()) + " ms");
@@ -779,11 +792,7 @@ struct Client::Impl {
             }
             auto a = out.bytes(t.args);
             fb::Offset<fb::Vector<fb::Offset<fb::String>>> d;
-            if (!t.deps.empty()) {
-              std::vector<fb::Offset<fb::String>> ds;
-              for (auto& x : t.deps) ds.push_back(out.str(x));
-              d = out.fbb().CreateVector(ds);
-            }
+            if (!t.deps.empty()) d = out.strs(t.deps);
             specs.push_back(wire::CreateTaskSpec(out.fbb(), k, n, a, d, c.retries, c.priority));
             // Keep messages moderate so the scheduler can start while the rest streams in.
             if (specs.size() >= 8192) {
@@ -801,10 +810,7 @@ struct Client::Impl {
           break;
         case Command::Type::retry:
         case Command::Type::fire_and_forget: {
-          std::vector<fb::Offset<fb::String>> ks;
-          ks.reserve(c.holders.size());
-          for (const auto& k : c.holders) ks.push_back(out.str(k));
-          const auto v = out.fbb().CreateVector(ks);
+          const auto v = out.strs(c.holders);
           // In order with this turn's submits (already in `specs`, sent first) and before its
           // releases (sent after): flush the submits into the batch now.
           flush_specs();
@@ -820,10 +826,7 @@ struct Client::Impl {
           break;
         case Command::Type::info: {
           const std::uint64_t id = next_request++;
-          std::vector<fb::Offset<fb::String>> ks;
-          ks.reserve(c.holders.size());
-          for (const auto& k : c.holders) ks.push_back(out.str(k));
-          const auto kv = out.fbb().CreateVector(ks);
+          const auto kv = out.strs(c.holders);
           flush_specs();  // after this turn's submits: a request may name keys just submitted
           out.add(wire::CreateInfoRequest(out.fbb(), id, c.info_kind, kv, c.count));
           infos.emplace(id, std::move(c.reply));
@@ -837,13 +840,14 @@ struct Client::Impl {
             gather->reply->set_value("{}");
             break;
           }
-          for (const auto& address : c.holders) {
+          for (const auto& worker_address : c.holders) {
             const std::uint64_t id = next_request++;
             wire::OutBatch b;
             b.add(wire::CreateGetLogs(b.fbb(), id, c.count));
             auto bytes = b.finish();
-            peer(address).send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
-            log_requests.emplace(id, std::make_pair(address, gather));
+            peer(worker_address)
+                .send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+            log_requests.emplace(id, std::make_pair(worker_address, gather));
           }
           break;
         }
@@ -1045,9 +1049,9 @@ struct Client::Impl {
         const auto* m = env->msg_as_Logs();
         auto it = log_requests.find(m->request_id());
         if (it == log_requests.end()) continue;
-        auto [address, gather] = std::move(it->second);
+        auto [worker_address, gather] = std::move(it->second);
         log_requests.erase(it);
-        gather->lines[address] = wire::strings(m->lines());
+        gather->lines[worker_address] = wire::strings(m->lines());
         if (--gather->waiting == 0) gather->reply->set_value(gather->lines.dump());
         continue;
       }
@@ -1281,11 +1285,7 @@ std::string Client::run_locally(std::string_view key, std::chrono::milliseconds 
   const auto spec =
       nlohmann::json::parse(impl_->info(wire::InfoKind::task, {std::string(key)}, left()));
   const std::string name = spec.at("name").get<std::string>();
-  const std::string hex = spec.at("args").get<std::string>();
-  std::string args(hex.size() / 2, '\0');
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    args[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
-  }
+  const std::string args = from_hex(spec.at("args").get<std::string>());
   // The dependencies' values, fetched (recomputed if released) through futures of our own.
   std::vector<detail::FutureRef> deps;
   std::map<std::string, std::string_view, std::less<>> values;

@@ -1,5 +1,7 @@
 #include <plexus/common/task_key.hpp>
 
+#include <plexus/common/hex.hpp>
+
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -16,17 +18,6 @@
 
 namespace plexus {
 namespace {
-
-constexpr char kHexDigits[] = "0123456789abcdef";
-
-// Writes 2 * size hex digits at `out`.
-char* put_hex(const unsigned char* data, std::size_t size, char* out) {
-  for (std::size_t i = 0; i < size; ++i) {
-    *out++ = kHexDigits[data[i] >> 4];
-    *out++ = kHexDigits[data[i] & 0xf];
-  }
-  return out;
-}
 
 // Writes the 36 characters of a random (version 4) UUID at `out`.
 void put_uuid4(char* out);

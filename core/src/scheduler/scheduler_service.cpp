@@ -1,5 +1,6 @@
 #include <plexus/scheduler/scheduler_service.hpp>
 
+#include <plexus/common/hex.hpp>
 #include <plexus/common/logging.hpp>
 #include <plexus/config/config.hpp>
 #include <plexus/protocol/socket.hpp>
@@ -134,10 +135,8 @@ struct SchedulerService::Impl final : SchedulerOutbox {
     std::vector<fb::Offset<wire::DepLocation>> deps;
     deps.reserve(r.deps.size());
     for (const auto& d : r.deps) {
-      std::vector<fb::Offset<fb::String>> holders;
-      for (auto h : d.holders) holders.push_back(b.str(h));
+      auto hv = b.strs(d.holders);
       auto k = b.str(d.key);
-      auto hv = b.fbb().CreateVector(holders);
       deps.push_back(wire::CreateDepLocation(b.fbb(), k, hv, d.nbytes));
     }
     auto key = b.str(r.key);
@@ -163,11 +162,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
     fb::Offset<fb::Vector<std::uint8_t>> data;
     if (r.inline_data) data = b.bytes(*r.inline_data);
     fb::Offset<fb::Vector<fb::Offset<fb::String>>> holders;
-    if (!r.holders.empty()) {
-      std::vector<fb::Offset<fb::String>> hs;
-      for (auto h : r.holders) hs.push_back(b.str(h));
-      holders = b.fbb().CreateVector(hs);
-    }
+    if (!r.holders.empty()) holders = b.strs(r.holders);
     fb::Offset<wire::Error> err;
     if (r.error) err = b.error(*r.error);
     p.reports.push_back(wire::CreateKeyReport(b.fbb(), key, static_cast<wire::KeyStatus>(r.status),
@@ -424,10 +419,12 @@ struct SchedulerService::Impl final : SchedulerOutbox {
     return key_views;
   }
 
-  // A client's question about the cluster, answered as JSON in the peer's batch.
+  // A client's request, answered in the peer's batch with JSON or an error.
   void answer_info(PeerId peer, const wire::InfoRequest& r) {
     nlohmann::json j = nlohmann::json::object();
+    std::optional<std::string> error;
     views_of(r.keys());
+    const std::string_view first = key_views.empty() ? std::string_view() : key_views[0];
     switch (r.kind()) {
       case wire::InfoKind::scheduler_info: {
         j["type"] = "Scheduler";
@@ -450,63 +447,39 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       case wire::InfoKind::who_has:
         for (std::string_view k : key_views) j[std::string(k)] = state.holders_of(k);
         break;
-      case wire::InfoKind::task: {
-        if (key_views.empty()) break;
-        const auto call = state.call_of(key_views[0]);
-        if (!call) {
-          Pending& p = pending(peer);
-          p.batch.add(wire::CreateInfoReply(
-              p.batch.fbb(), r.request_id(), 0,
-              p.batch.str("the scheduler does not know key " + std::string(key_views[0]))));
-          return;
+      case wire::InfoKind::task:
+        if (const auto call = state.call_of(first)) {
+          j = {{"name", call->name}, {"args", to_hex(call->args)}, {"deps", call->deps}};
+        } else {
+          error = "the scheduler does not know key " + std::string(first);
         }
-        static constexpr char kHex[] = "0123456789abcdef";
-        std::string hex;
-        hex.reserve(2 * call->args.size());
-        for (unsigned char c : call->args) {
-          hex += kHex[c >> 4];
-          hex += kHex[c & 0xf];
-        }
-        j = {{"name", call->name}, {"args", std::move(hex)}, {"deps", call->deps}};
         break;
-      }
       case wire::InfoKind::datasets:
         j = state.datasets();
         break;
-      case wire::InfoKind::dataset: {
-        const auto keys = key_views.empty() ? std::nullopt : state.dataset(key_views[0]);
-        if (!keys) {
-          Pending& p = pending(peer);
-          p.batch.add(wire::CreateInfoReply(
-              p.batch.fbb(), r.request_id(), 0,
-              p.batch.str("no dataset named '" +
-                          std::string(key_views.empty() ? std::string_view() : key_views[0]) +
-                          "'")));
-          return;
+      case wire::InfoKind::dataset:
+        if (auto keys = state.dataset(first)) {
+          j = std::move(*keys);
+        } else {
+          error = "no dataset named '" + std::string(first) + "'";
         }
-        j = *keys;
         break;
-      }
       case wire::InfoKind::publish:
-      case wire::InfoKind::unpublish: {
-        std::optional<std::string> error;
-        if (key_views.empty()) {
+        if (first.empty()) {
           error = "a dataset needs a name";
-        } else if (r.kind() == wire::InfoKind::publish) {
-          error = state.on_publish(peer, key_views[0],
-                                   std::span(key_views).subspan(1), r.count() == 1);
-        } else if (!state.on_unpublish(key_views[0])) {
-          error = "no dataset named '" + std::string(key_views[0]) + "'";
-        }
-        if (error) {
-          Pending& p = pending(peer);
-          p.batch.add(
-              wire::CreateInfoReply(p.batch.fbb(), r.request_id(), 0, p.batch.str(*error)));
-          return;
+        } else {
+          error = state.on_publish(peer, first, std::span(key_views).subspan(1), r.count() == 1);
         }
         j = nullptr;
         break;
-      }
+      case wire::InfoKind::unpublish:
+        if (first.empty()) {
+          error = "a dataset needs a name";
+        } else if (!state.on_unpublish(first)) {
+          error = "no dataset named '" + std::string(first) + "'";
+        }
+        j = nullptr;
+        break;
       case wire::InfoKind::logs:
         j = recent_log_lines(static_cast<std::size_t>(r.count()), {"scheduler"});
         break;
@@ -519,8 +492,9 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         break;
     }
     Pending& p = pending(peer);
-    const std::string text = j.dump();
-    p.batch.add(wire::CreateInfoReply(p.batch.fbb(), r.request_id(), p.batch.str(text), 0));
+    auto& b = p.batch;
+    b.add(error ? wire::CreateInfoReply(b.fbb(), r.request_id(), 0, b.str(*error))
+                : wire::CreateInfoReply(b.fbb(), r.request_id(), b.str(j.dump()), 0));
   }
 
   void on_hello(PeerId peer, const wire::Hello& h, double now) {

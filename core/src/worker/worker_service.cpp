@@ -415,10 +415,8 @@ struct WorkerService::Impl {
     to_fetch.clear();
     for (auto& [holder, keys] : by_holder) {
       wire::OutBatch b;
-      std::vector<fb::Offset<fb::String>> ks;
-      for (auto& k : keys) ks.push_back(b.str(k));
       std::uint64_t id = next_request++;
-      b.add(wire::CreateGetData(b.fbb(), id, b.fbb().CreateVector(ks)));
+      b.add(wire::CreateGetData(b.fbb(), id, b.strs(keys)));
       auto bytes = b.finish();
       requests[id] = {holder, keys};
       peer_socket(holder).send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
@@ -515,10 +513,7 @@ struct WorkerService::Impl {
         const auto lines = recent_log_lines(static_cast<std::size_t>(req->count()),
                                             {"worker"});
         wire::OutBatch b;
-        std::vector<fb::Offset<fb::String>> ls;
-        ls.reserve(lines.size());
-        for (const auto& l : lines) ls.push_back(b.str(l));
-        b.add(wire::CreateLogs(b.fbb(), req->request_id(), b.fbb().CreateVector(ls)));
+        b.add(wire::CreateLogs(b.fbb(), req->request_id(), b.strs(lines)));
         auto bytes = b.finish();
         data.send(zmq::message_t(frames[0].data(), frames[0].size()), zmq::send_flags::sndmore);
         data.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
@@ -674,9 +669,8 @@ struct WorkerService::Impl {
     for (const auto& k : handed_back) tasks.erase(k);
     if (!handed_back.empty()) {
       auto& b = sched_out;
-      std::vector<fb::Offset<fb::String>> ks;
-      for (auto& k : handed_back) ks.push_back(b.str(k));
-      b.add(wire::CreateReject(b.fbb(), b.fbb().CreateVector(ks), b.str("worker shutting down")));
+      const auto ks = b.strs(handed_back);
+      b.add(wire::CreateReject(b.fbb(), ks, b.str("worker shutting down")));
       log->info("handed back {} tasks not started", handed_back.size());
     }
     flush_scheduler();

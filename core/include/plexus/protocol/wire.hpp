@@ -45,6 +45,14 @@ class OutBatch {
   flatbuffers::Offset<flatbuffers::String> str(std::string_view s) {
     return fbb_.CreateString(s.data(), s.size());
   }
+  /// A vector of strings from any range of things that convert to std::string_view.
+  template <class Range>
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>> strs(
+      const Range& items) {
+    scratch_.clear();  // reused: string lists are built per task on hot paths
+    for (const auto& s : items) scratch_.push_back(str(s));
+    return fbb_.CreateVector(scratch_);
+  }
   flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> bytes(std::string_view s) {
     return fbb_.CreateVector(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
   }
@@ -53,6 +61,7 @@ class OutBatch {
  private:
   flatbuffers::FlatBufferBuilder fbb_;
   std::vector<flatbuffers::Offset<Envelope>> messages_;
+  std::vector<flatbuffers::Offset<flatbuffers::String>> scratch_;  // strs()
   bool finished_ = false;
 };
 
