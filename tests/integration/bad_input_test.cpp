@@ -39,9 +39,7 @@ class BadInputTest : public ::testing::Test {
     if (client_) client_->close();
     client_.reset();
     if (cluster_) {
-      auto pids = cluster_->pids();
-      cluster_->stop();
-      for (int pid : pids) EXPECT_FALSE(process_exists(pid)) << "daemon " << pid << " left";
+      EXPECT_THAT(cluster_->stop_and_list_left(), ::testing::IsEmpty()) << "daemons left";
     }
   }
 

@@ -25,9 +25,7 @@ class CliTest : public ::testing::Test {
   }
   void TearDown() override {
     if (cluster_) {
-      auto pids = cluster_->pids();
-      cluster_->stop();
-      for (int pid : pids) EXPECT_FALSE(process_exists(pid)) << "daemon " << pid << " left";
+      EXPECT_THAT(cluster_->stop_and_list_left(), ::testing::IsEmpty()) << "daemons left";
     }
   }
 

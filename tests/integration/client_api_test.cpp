@@ -59,9 +59,7 @@ class ClientApiTest : public ::testing::TestWithParam<std::string> {
     if (client_) client_->close();
     client_.reset();
     if (cluster_) {
-      auto pids = cluster_->pids();
-      cluster_->stop();
-      for (int pid : pids) EXPECT_FALSE(process_exists(pid)) << "daemon " << pid << " left";
+      EXPECT_THAT(cluster_->stop_and_list_left(), ::testing::IsEmpty()) << "daemons left";
       cluster_.reset();
     }
   }

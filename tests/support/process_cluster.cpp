@@ -77,6 +77,16 @@ std::optional<int> ProcessCluster::worker_pid(std::size_t i, std::chrono::millis
   }
 }
 
+std::vector<int> ProcessCluster::stop_and_list_left(std::chrono::milliseconds grace) {
+  const std::vector<int> started = pids();
+  stop(grace);
+  std::vector<int> left;
+  for (int pid : started) {
+    if (process_exists(pid)) left.push_back(pid);
+  }
+  return left;
+}
+
 std::vector<int> ProcessCluster::stop(std::chrono::milliseconds grace) {
   std::vector<int> statuses;
   for (auto& w : workers_) statuses.push_back(w->stop(grace));

@@ -72,6 +72,9 @@ class ProcessCluster {
   /// SIGTERM to every worker, then to the scheduler, each with `grace` before SIGKILL. Returns
   /// the wait statuses, workers first. Idempotent: a second call returns the same statuses.
   std::vector<int> stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+  /// stop(), then the pids of the daemons that still exist: empty when every one went away (the
+  /// fixtures' teardown check).
+  std::vector<int> stop_and_list_left(std::chrono::milliseconds grace = std::chrono::seconds(5));
 
  private:
   ProcessClusterOptions options_;

@@ -320,7 +320,7 @@ struct EncodedCall {
   std::string name;
   std::string args;
   std::vector<std::string> refs;
-  std::string key;  // explicit key; empty: from SubmitOptions
+  std::string key{};  // explicit key; empty: from SubmitOptions (optional in {name, args, refs})
 };
 
 class Client {

@@ -95,6 +95,7 @@ Outcome call(const plexus_task_entry& entry, const std::string& encoded) {
         h->type = type;
         h->message = message;
       },
+      nullptr,  // resolve: these calls pass no futures
   };
   o.status = entry.invoke(entry.context, reinterpret_cast<const unsigned char*>(encoded.data()),
                           encoded.size(), &out);
