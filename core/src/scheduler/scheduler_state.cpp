@@ -480,6 +480,9 @@ struct SchedulerState::Impl {
   // pseudo-client wants a key while this is non-zero).
   std::map<std::string, std::vector<std::string>, std::less<>> datasets;
   std::unordered_map<std::string, std::uint32_t> dataset_refs;
+  // The fire-and-forget pseudo-client once there is one (it never leaves): looked up on every
+  // finished task, so kept here rather than found in client_index.
+  Index fire_and_forget_client = kNone;
   // The error of every erred task (and of no other); an erred chain shares one ErrorInfo.
   std::unordered_map<TaskId, std::shared_ptr<const ErrorInfo>> errors;
 
@@ -789,7 +792,7 @@ struct SchedulerState::Impl {
 
   /// A fire-and-forget task is done (memory or erred): the scheduler's own want of it goes.
   void finish_fire_and_forget(TaskId id) {
-    const Index ff = find_client(kFireAndForgetPeer);
+    const Index ff = fire_and_forget_client;
     if (ff == kNone) return;
     const Task& t = tasks[id];
     for (Index i = 0; i < t.wanted_by.size(); ++i) {
@@ -1519,7 +1522,10 @@ void SchedulerState::on_retry(PeerId client, std::span<const std::string_view> k
 void SchedulerState::on_fire_and_forget(PeerId client, std::span<const std::string_view> keys) {
   Impl& s = *impl_;
   if (s.find_client(client) == kNone) return;
-  const Index ff = s.ensure_client(kFireAndForgetPeer, "fire-and-forget");
+  if (s.fire_and_forget_client == kNone) {
+    s.fire_and_forget_client = s.ensure_client(kFireAndForgetPeer, "fire-and-forget");
+  }
+  const Index ff = s.fire_and_forget_client;
   for (const std::string_view key : keys) {
     const TaskId id = s.find_task(key);
     if (id == kNone) continue;
