@@ -30,6 +30,7 @@ class QueueOutbox : public SchedulerOutbox {
   void free_key(PeerId, std::string_view) override {}
   void report(PeerId, const KeyReport&) override {}
   void shutdown_worker(PeerId, std::string_view) override {}
+  void steal(PeerId, std::span<const std::string_view>) override {}
 
   std::deque<std::pair<PeerId, std::string>> pending;
 };

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   app.footer(kFooter);
   plexus::daemon::CommonFlags flags;
   flags.add_to(app);
-  std::string scheduler, scheduler_file, name, data_address;
+  std::string scheduler, scheduler_file, name, data_address, resources;
   std::vector<std::string> plugin_path;
   int nthreads = -1;
   bool no_nanny = false;
@@ -53,6 +53,9 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "worker name (default: host-pid, the pid of the nanny if any)");
   app.add_option("--plugin-path", plugin_path, "directory searched for plugins (repeatable)");
   app.add_option("--data-address", data_address, "address serving this worker's results");
+  app.add_option("--resources", resources,
+                 "resources offered to tasks that ask for them, e.g. \"GPU=2 MEM=64e9\" "
+                 "(default: worker.resources)");
   app.add_flag("--no-nanny", no_nanny,
                "run the worker in this process, without a nanny (default: nanny.enabled)");
   CLI11_PARSE(app, argc, argv);
@@ -71,6 +74,10 @@ int main(int argc, char** argv) {
       }
     }
     if (scheduler.empty()) scheduler = config.get_string("scheduler.address");
+    if (!resources.empty()) config.set("worker.resources", resources);
+    // Checked here, so that a nanny refuses a bad value at once instead of restarting a child
+    // that fails on it.
+    (void)plexus::worker::parse_resources(config.get_string("worker.resources"));
 
     if (use_nanny) {
       // The child is this program with the same arguments, --no-nanny, and a name fixed here.

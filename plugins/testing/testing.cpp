@@ -183,6 +183,21 @@ std::int64_t slow_square(std::int64_t x, std::int64_t ms) {
   return x * x;
 }
 
+// Sleeps `ms`, then appends "<pid> <start ns> <end ns>" (steady clock) to `path`: intervals
+// that tell which tasks ran at the same time on one machine. Returns x.
+std::int64_t timed_interval(std::int64_t x, std::int64_t ms, const std::string& path) {
+  const auto now_ns = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
+  const auto start = now_ns();
+  sleep_ms(ms);
+  append_line(path, std::to_string(::getpid()) + " " + std::to_string(start) + " " +
+                        std::to_string(now_ns()));
+  return x;
+}
+
 // x * x, except for x == crash_at: then one line "<pid>" is appended to `path` and the process
 // dies of SIGSEGV. Counting the lines counts the attempts at the poison task.
 std::int64_t square_or_segfault(std::int64_t x, std::int64_t crash_at, const std::string& path) {
@@ -242,6 +257,7 @@ PLEXUS_PLUGIN(testing, "1.0.0", registry) {
       .add("total_len", &t::total_len)
       .add("total_len_view", &t::total_len_view)
       .add("slow_square", &t::slow_square)
+      .add("timed_interval", &t::timed_interval)
       .add("square_or_segfault", &t::square_or_segfault)
       .add("add_logged", &t::add_logged)
       .add("gated_add", &t::gated_add)

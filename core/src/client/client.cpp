@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <new>
 #include <condition_variable>
@@ -98,12 +99,20 @@ struct PendingTask {
   std::vector<std::string> deps;
 };
 
+// SubmitOptions' placement restrictions, shared by the tasks of one submit (rare).
+struct Placement {
+  std::vector<std::string> workers;
+  bool allow_other_workers = false;
+  std::vector<std::pair<std::string, double>> resources;
+};
+
 struct Command {
   enum class Type { submit, fetch, cancel, info, retry, fire_and_forget, worker_logs, want } type;
   // Built with designated initializers; what a command type does not use stays empty.
   std::vector<PendingTask> tasks{};  // submit
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
+  std::shared_ptr<const Placement> placement{};  // submit: restrictions, if any
   std::string key{};                   // fetch, cancel, want
   std::vector<std::string> holders{};  // fetch: where; info and others: the keys or workers
   wire::InfoKind info_kind = wire::InfoKind::scheduler_info;
@@ -232,7 +241,8 @@ struct ClientCore {
       queued_tasks += c.tasks.size();
       Command* last = commands.empty() ? nullptr : &commands.back();
       if (c.type == Command::Type::submit && last && last->type == Command::Type::submit &&
-          last->retries == c.retries && last->priority == c.priority) {
+          last->retries == c.retries && last->priority == c.priority &&
+          last->placement == c.placement) {
         // Task-by-task submits join one command: one vector for the I/O thread, not one each.
         last->tasks.insert(last->tasks.end(), std::make_move_iterator(c.tasks.begin()),
                            std::make_move_iterator(c.tasks.end()));
@@ -552,8 +562,29 @@ struct Client::Impl {
   }
 
   // ---- user threads ----
+  // The options' restrictions, checked; null when there are none (the common case).
+  static std::shared_ptr<const Placement> placement_of(const SubmitOptions& o) {
+    if (o.workers.empty() && o.resources.empty()) return nullptr;
+    auto p = std::make_shared<Placement>();
+    for (const auto& w : o.workers) {
+      if (w.empty()) throw std::invalid_argument("SubmitOptions::workers: an empty worker name");
+    }
+    p->workers = o.workers;
+    p->allow_other_workers = o.allow_other_workers;
+    for (const auto& [name, amount] : o.resources) {
+      if (name.empty()) throw std::invalid_argument("SubmitOptions::resources: an empty name");
+      if (!std::isfinite(amount) || amount < 0) {
+        throw std::invalid_argument("SubmitOptions::resources: the amount of " + name + " (" +
+                                    std::to_string(amount) + ") is not a number >= 0");
+      }
+      p->resources.emplace_back(name, amount);
+    }
+    return p;
+  }
+
   std::vector<detail::FutureRef> submit(const SubmitOptions& o, std::vector<EncodedCall> calls,
                                         bool single) {
+    auto placement = placement_of(o);
     std::vector<std::string> keys;
     keys.reserve(calls.size());
     for (auto& c : calls) {
@@ -593,7 +624,8 @@ struct Client::Impl {
       core->push(Command{.type = Command::Type::submit,
                          .tasks = std::move(fresh),
                          .retries = o.retries,
-                         .priority = o.priority});
+                         .priority = o.priority,
+                         .placement = std::move(placement)});
     }
     return result;
   }
@@ -793,7 +825,22 @@ struct Client::Impl {
             auto a = out.bytes(t.args);
             fb::Offset<fb::Vector<fb::Offset<fb::String>>> d;
             if (!t.deps.empty()) d = out.strs(t.deps);
-            specs.push_back(wire::CreateTaskSpec(out.fbb(), k, n, a, d, c.retries, c.priority));
+            fb::Offset<fb::Vector<fb::Offset<fb::String>>> ws;
+            fb::Offset<fb::Vector<fb::Offset<wire::Resource>>> rs;
+            bool loose = false;
+            if (c.placement) {  // rare: written per task, the scheduler dedupes equal ones
+              if (!c.placement->workers.empty()) ws = out.strs(c.placement->workers);
+              if (!c.placement->resources.empty()) {
+                std::vector<fb::Offset<wire::Resource>> items;
+                for (const auto& [rname, amount] : c.placement->resources) {
+                  items.push_back(wire::CreateResource(out.fbb(), out.str(rname), amount));
+                }
+                rs = out.fbb().CreateVector(items);
+              }
+              loose = c.placement->allow_other_workers;
+            }
+            specs.push_back(wire::CreateTaskSpec(out.fbb(), k, n, a, d, c.retries, c.priority, ws,
+                                                 loose, rs));
             // Keep messages moderate so the scheduler can start while the rest streams in.
             if (specs.size() >= 8192) {
               flush();
@@ -1204,6 +1251,11 @@ SchedulerInfo Client::scheduler_info(std::chrono::milliseconds timeout) {
     ws.held = w.value("held", std::size_t{0});
     ws.held_bytes = w.value("held_bytes", std::uint64_t{0});
     ws.closing = w.value("closing", false);
+    if (auto r = w.find("resources"); r != w.end() && r->is_object()) {
+      for (const auto& [rname, amount] : r->items()) {
+        if (amount.is_number()) ws.resources[rname] = amount.get<double>();
+      }
+    }
     out.workers.push_back(std::move(ws));
   }
   return out;

@@ -21,6 +21,19 @@ namespace plexus {
 
 namespace fs = std::filesystem;
 
+namespace {
+// LocalClusterOptions::resources as plexus-worker --resources takes them: "GPU=1 MEM=2e+09".
+std::string resources_arg(const LocalClusterOptions& o) {
+  std::ostringstream text;
+  text.precision(17);
+  for (const auto& [name, amount] : o.resources) {
+    if (text.tellp() > 0) text << ' ';
+    text << name << '=' << amount;
+  }
+  return text.str();
+}
+}  // namespace
+
 std::string find_daemon(const std::string& program, const std::string& bin_dir) {
   std::vector<std::string> dirs;
   if (!bin_dir.empty()) dirs.push_back(bin_dir);
@@ -65,7 +78,8 @@ struct LocalCluster::Impl {
   bool stopped = false;
 
   void start_threads(const config::Config& c, const std::string& bind_address, std::uint32_t n,
-                     std::uint32_t threads, const std::vector<std::string>& plugin_path) {
+                     std::uint32_t threads, const LocalClusterOptions& o) {
+    const std::vector<std::string>& plugin_path = o.plugin_path;
     auto so = sched::service_options(c);
     so.address = bind_address;
     so.scheduler_file.clear();
@@ -78,6 +92,7 @@ struct LocalCluster::Impl {
       wo.name = "local-" + std::to_string(i);
       wo.data_address.clear();
       wo.plugin_path.insert(wo.plugin_path.begin(), plugin_path.begin(), plugin_path.end());
+      if (!o.resources.empty()) wo.resources = worker::parse_resources(resources_arg(o));
       workers.push_back(std::make_unique<worker::WorkerService>(wo));
       worker_threads.emplace_back([w = workers.back().get()] {
         try {
@@ -124,6 +139,7 @@ struct LocalCluster::Impl {
                                         "--name", "local-" + std::to_string(i)};
       for (const auto& p : o.plugin_path) wargv.insert(wargv.end(), {"--plugin-path", p});
       if (!o.nanny.value_or(c.get_bool("nanny.enabled"))) wargv.push_back("--no-nanny");
+      if (!o.resources.empty()) wargv.insert(wargv.end(), {"--resources", resources_arg(o)});
       wargv.insert(wargv.end(), common.begin(), common.end());
       worker_processes.push_back(std::make_unique<ChildProcess>(wargv));
     }
@@ -180,7 +196,7 @@ LocalCluster::LocalCluster(const config::Config& c, const LocalClusterOptions& o
     if (processes) {
       impl_->start_processes(c, bind_address, n, threads, o);
     } else {
-      impl_->start_threads(c, bind_address, n, threads, o.plugin_path);
+      impl_->start_threads(c, bind_address, n, threads, o);
     }
   } catch (...) {
     impl_->stop();

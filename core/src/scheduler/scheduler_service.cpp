@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -36,6 +37,9 @@ ServiceOptions service_options(const config::Config& c) {
   o.state.default_task_duration_s = c.get_double("scheduler.default-task-duration-ms") / 1000.0;
   o.state.bandwidth_bytes_per_s =
       static_cast<double>(c.get_int("scheduler.bandwidth-bytes-per-s"));
+  o.state.work_stealing = c.get_bool("scheduler.work-stealing");
+  o.steal_interval_ms = static_cast<std::uint32_t>(
+      std::max<std::int64_t>(1, c.get_int("scheduler.work-stealing-interval-ms")));
   o.comm = comm::comm_options(c);
   return o;
 }
@@ -177,6 +181,13 @@ struct SchedulerService::Impl final : SchedulerOutbox {
     p.batch.add(wire::CreateShutdown(p.batch.fbb(), p.batch.str(reason)));
   }
 
+  void steal(PeerId worker, std::span<const std::string_view> keys) override {
+    Pending& p = pending(worker);
+    close_computes(p);
+    close_frees(p);
+    p.batch.add(wire::CreateStealRequest(p.batch.fbb(), p.batch.strs(keys)));
+  }
+
   // ---- sending ----
   void flush() {
     for (PeerId peer : dirty) {
@@ -293,6 +304,9 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         spec_views.clear();
         key_views.clear();
         dep_ranges.clear();
+        worker_views.clear();
+        resource_views.clear();
+        restriction_ranges.clear();
         for (const wire::TaskSpec* t : *m->tasks()) {
           if (!t || !t->key() || !t->name()) {
             protocol_error(peer, "task without key or name dropped");
@@ -301,13 +315,40 @@ struct SchedulerService::Impl final : SchedulerOutbox {
           const std::size_t first = key_views.size();
           wire::append_views(t->deps(), key_views);
           dep_ranges.emplace_back(first, key_views.size() - first);
-          spec_views.push_back({wire::view(t->key()), wire::view(t->name()),
-                                wire::view(t->args()), {}, t->retries(), t->priority()});
+          spec_views.push_back({.key = wire::view(t->key()),
+                                .name = wire::view(t->name()),
+                                .args = wire::view(t->args()),
+                                .deps = {},
+                                .retries = t->retries(),
+                                .priority = t->priority(),
+                                .workers = {},
+                                .allow_other_workers = t->allow_other_workers(),
+                                .resources = {}});
+          if (t->workers() || t->resources()) {  // rare: placement restrictions
+            Restrictions r{spec_views.size() - 1, worker_views.size(), 0,
+                           resource_views.size(), 0};
+            wire::append_views(t->workers(), worker_views);
+            r.workers = worker_views.size() - r.first_worker;
+            if (t->resources()) {
+              for (const wire::Resource* res : *t->resources()) {
+                if (res && res->name()) {
+                  resource_views.push_back({wire::view(res->name()), res->amount()});
+                }
+              }
+            }
+            r.resources = resource_views.size() - r.first_resource;
+            restriction_ranges.push_back(r);
+          }
         }
-        // key_views has stopped growing: the dependency spans can point into it now.
+        // The scratch vectors have stopped growing: the spans can point into them now.
         for (std::size_t i = 0; i < spec_views.size(); ++i) {
           spec_views[i].deps =
               std::span(key_views).subspan(dep_ranges[i].first, dep_ranges[i].second);
+        }
+        for (const Restrictions& r : restriction_ranges) {
+          spec_views[r.spec].workers = std::span(worker_views).subspan(r.first_worker, r.workers);
+          spec_views[r.spec].resources =
+              std::span(resource_views).subspan(r.first_resource, r.resources);
         }
         state.on_submit(peer, spec_views);
         return;
@@ -352,6 +393,14 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         if (!worker) break;
         const auto* m = env.msg_as_MissingDeps();
         state.on_missing_deps(peer, wire::view(m->key()), views_of(m->missing()));
+        return;
+      }
+      case wire::Msg::StealReply: {
+        if (!worker) break;
+        const auto* m = env.msg_as_StealReply();
+        std::vector<std::string_view> stolen;
+        wire::append_views(m->stolen(), stolen);
+        state.on_steal_reply(peer, stolen, views_of(m->kept()));
         return;
       }
       case wire::Msg::Reject: {
@@ -434,12 +483,15 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         j["queued"] = state.queued_count();
         nlohmann::json workers = nlohmann::json::object();
         for (const auto& w : state.workers()) {
+          nlohmann::json resources = nlohmann::json::object();
+          for (const auto& res : w.resources) resources[res.name] = res.amount;
           workers[w.address] = {{"name", w.name},
                                 {"nthreads", w.nthreads},
                                 {"processing", w.processing},
                                 {"held", w.held},
                                 {"held_bytes", w.held_bytes},
-                                {"closing", w.closing}};
+                                {"closing", w.closing},
+                                {"resources", std::move(resources)}};
         }
         j["workers"] = std::move(workers);
         break;
@@ -527,8 +579,17 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       info.name = name;
       info.data_address = wire::view(h.data_address());
       info.nthreads = h.nthreads();
-      log->info("worker joined peer={} name='{}' nthreads={} data={} pid={}", peer, name,
-                info.nthreads, info.data_address, h.pid());
+      std::string offers;
+      if (h.resources()) {
+        for (const wire::Resource* r : *h.resources()) {
+          if (!r || !r->name()) continue;
+          info.resources.push_back({std::string(wire::view(r->name())), r->amount()});
+          offers += fmt::format(" {}={}", info.resources.back().name, r->amount());
+        }
+      }
+      log->info("worker joined peer={} name='{}' nthreads={} data={} pid={}{}{}", peer, name,
+                info.nthreads, info.data_address, h.pid(), offers.empty() ? "" : " resources:",
+                offers);
       state.on_worker_joined(peer, std::move(info), now);
     } else if (h.role() == wire::Role::nanny) {
       pr.role = Role::nanny;
@@ -591,10 +652,13 @@ struct SchedulerService::Impl final : SchedulerOutbox {
     std::vector<zmq::message_t> frames;
     double tick_every = std::max(0.05, static_cast<double>(options.heartbeat_interval_ms) / 1000.0);
     double next_tick = now_s() + tick_every;
+    const double steal_every = static_cast<double>(options.steal_interval_ms) / 1000.0;
+    double next_steal = now_s() + steal_every;
     log->info("scheduler listening address={}", bound);
     while (!stopping) {
       double t = now_s();
-      long timeout_ms = static_cast<long>(std::max(0.0, (next_tick - t) * 1000.0)) + 1;
+      const double next_due = options.state.work_stealing ? std::min(next_tick, next_steal) : next_tick;
+      long timeout_ms = static_cast<long>(std::max(0.0, (next_due - t) * 1000.0)) + 1;
       zmq::poll(items, 2, std::chrono::milliseconds(timeout_ms));
       if (items[1].revents & ZMQ_POLLIN) wake.drain();
       // Drain a bounded number of messages per turn so that replies flow out regularly.
@@ -606,6 +670,10 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       if (t >= next_tick) {
         tick(t);
         next_tick = t + tick_every;
+      }
+      if (options.state.work_stealing && t >= next_steal) {
+        state.on_steal_tick();
+        next_steal = t + steal_every;
       }
       flush();
     }
@@ -627,6 +695,13 @@ struct SchedulerService::Impl final : SchedulerOutbox {
   std::vector<TaskSpecView> spec_views;
   std::vector<std::string_view> key_views;
   std::vector<std::pair<std::size_t, std::size_t>> dep_ranges;  // {first, count} in key_views
+  // Placement restrictions of the tasks that have some, by spec index.
+  struct Restrictions {
+    std::size_t spec, first_worker, workers, first_resource, resources;
+  };
+  std::vector<std::string_view> worker_views;
+  std::vector<ResourceView> resource_views;
+  std::vector<Restrictions> restriction_ranges;
   std::string bound;
   std::string scheduler_id;
   const wire::VerifyLimits limits = options.comm.limits;

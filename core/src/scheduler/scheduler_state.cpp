@@ -248,7 +248,8 @@ struct RunSlot {
 // entering its state and read only in that state.
 struct Task {
   TaskState state = TaskState::released;
-  bool alive = false;
+  bool alive : 1 = false;
+  bool restricted : 1 = false;  // has an entry in Impl::restrictions
   std::uint16_t retries = 0;  // saturated at 65535 (TaskSpec::retries is wider than needed)
   std::int32_t priority = 0;
   std::uint32_t active_dependents = 0;  // dependents waiting, queued or processing
@@ -294,8 +295,19 @@ class TaskStore {
 /// A task processing on a worker, and the expected duration charged to the worker for it.
 struct Running {
   TaskId id;
+  bool steal_pending = false;  // asked back from the worker; its answer has not come yet
   std::int64_t est_ns;
 };
+
+/// Where a task may run, when its submitter said so (rare: kept beside the task, not in it).
+/// Tasks submitted together with equal restrictions share one.
+struct Restriction {
+  std::vector<std::string> workers;  // names or data addresses; empty: any
+  bool loose = false;                // allow_other_workers: any worker when none of them is here
+  std::vector<std::pair<Index, double>> resources;  // {resource id, amount held while running}
+  bool operator==(const Restriction&) const = default;
+};
+using RestrictionPtr = std::shared_ptr<const Restriction>;
 
 struct Worker {
   PeerId peer = 0;
@@ -315,6 +327,9 @@ struct Worker {
   std::int64_t target_ns = 0;       // queue_target_s * nthreads
   Index heap_pos = kNone;           // in the placement heap iff alive, not closing, unsaturated
   std::uint64_t acc_bytes = 0;      // placement scratch
+  // Resources by id (Impl::resource_names): offered, and not held by its processing tasks.
+  std::vector<double> resources_total;
+  std::vector<double> resources_free;
 };
 
 struct Client {
@@ -342,6 +357,13 @@ struct ReadyLess {
     if (a.priority != b.priority) return a.priority < b.priority;
     return a.seq > b.seq;
   }
+};
+
+/// Ready restricted tasks that no unsaturated worker could take, grouped by restriction so that
+/// one failed check answers for the whole group; each group is a heap in ReadyLess order.
+struct HeldGroup {
+  RestrictionPtr restriction;
+  std::vector<ReadyEntry> heap;
 };
 
 struct StringHash {
@@ -473,6 +495,12 @@ struct SchedulerState::Impl {
   // Suspects (see suspect_free_worker) taken from `ready` while every worker had one; a heap in
   // the same order. A queued task's live entry is in `ready` or here. Empty unless workers died.
   std::vector<ReadyEntry> parked;
+  // Restricted tasks (Task::restricted) and the ready ones among them no worker could take yet.
+  // A queued restricted task's live entry is in `ready` or `held`.
+  std::unordered_map<TaskId, RestrictionPtr> restrictions;
+  std::vector<HeldGroup> held;
+  std::vector<std::string> resource_names;  // resource id -> name
+  std::unordered_map<std::string, Index, StringHash, std::equal_to<>> resource_index;
 
   // Workers each task was running on when they died (suspicious deaths); rare.
   std::unordered_map<TaskId, std::vector<std::string>> died_on;
@@ -550,6 +578,41 @@ struct SchedulerState::Impl {
     return n.measured ? n.duration_s : opt.default_task_duration_s;
   }
 
+  Index intern_resource(std::string_view name) {
+    auto it = resource_index.find(name);
+    if (it != resource_index.end()) return it->second;
+    const auto id = static_cast<Index>(resource_names.size());
+    resource_names.emplace_back(name);
+    resource_index.emplace(std::string(name), id);
+    return id;
+  }
+
+  /// The restriction of a submitted task, or null if it has none; equal to `last` (the previous
+  /// one of the same submission) means shared with it.
+  RestrictionPtr make_restriction(const TaskSpecView& spec, const RestrictionPtr& last) {
+    if (spec.workers.empty() && spec.resources.empty()) return nullptr;
+    Restriction r;
+    r.workers.assign(spec.workers.begin(), spec.workers.end());
+    r.loose = spec.allow_other_workers && !spec.workers.empty();
+    for (const ResourceView& res : spec.resources) {
+      if (!(res.amount > 0)) continue;  // holding nothing restricts nothing
+      const Index rid = intern_resource(res.name);
+      auto same = std::find_if(r.resources.begin(), r.resources.end(),
+                               [rid](const auto& p) { return p.first == rid; });
+      if (same == r.resources.end()) {
+        r.resources.emplace_back(rid, res.amount);
+      } else {
+        same->second += res.amount;
+      }
+    }
+    std::sort(r.resources.begin(), r.resources.end());
+    if (r.workers.empty() && r.resources.empty()) return nullptr;
+    if (last && *last == r) return last;
+    return std::make_shared<const Restriction>(std::move(r));
+  }
+
+  const Restriction& restriction_of(TaskId id) const { return *restrictions.at(id); }
+
   /// `key_hash` is KeyIndex::hash(spec.key); the key must be new.
   TaskId new_task(const TaskSpecView& spec, std::uint32_t key_hash) {
     TaskId id;
@@ -586,6 +649,10 @@ struct SchedulerState::Impl {
     }
     keys.erase(t.text.key(), key_of());
     died_on.erase(id);
+    if (t.restricted) {
+      restrictions.erase(id);
+      t.restricted = false;
+    }
     if (t.state == TaskState::erred) errors.erase(id);
     t.text.reset();
     t.deps.release();
@@ -907,9 +974,17 @@ struct SchedulerState::Impl {
     Worker& w = workers[wi];
     const std::int64_t est_ns = to_ns(expected_duration(t.name));
     t.run = RunSlot{wi, static_cast<Index>(w.processing.size())};
-    w.processing.push_back(Running{id, est_ns});
+    w.processing.push_back(Running{id, false, est_ns});
     w.occupancy_ns += est_ns;
+    if (t.restricted) hold_resources(w, restriction_of(id), -1);
     refresh_worker(wi);
+  }
+
+  /// Takes (sign -1) or gives back (+1) the resources a task holds while it runs on `w`.
+  static void hold_resources(Worker& w, const Restriction& r, double sign) {
+    for (const auto& [rid, amount] : r.resources) {
+      if (rid < w.resources_free.size()) w.resources_free[rid] += sign * amount;
+    }
   }
 
   void detach(TaskId id) {
@@ -917,6 +992,7 @@ struct SchedulerState::Impl {
     const Index wi = t.run.worker;
     Worker& w = workers[wi];
     w.occupancy_ns -= w.processing[t.run.pos].est_ns;
+    if (t.restricted) hold_resources(w, restriction_of(id), +1);
     const Running last = w.processing.back();
     w.processing[t.run.pos] = last;
     tasks[last.id].run.pos = t.run.pos;
@@ -969,6 +1045,85 @@ struct SchedulerState::Impl {
     return best;
   }
 
+  static bool names_worker(const Restriction& r, const Worker& w) {
+    return std::any_of(r.workers.begin(), r.workers.end(), [&w](const std::string& n) {
+      return n == w.name || n == w.address;
+    });
+  }
+
+  /// Whether `w` may run a task restricted by `r` now: allowed by name (or any worker, for loose
+  /// restrictions none of whose workers is connected: `anywhere`) and with the resources free.
+  static bool may_run(const Restriction& r, const Worker& w, bool anywhere) {
+    if (!r.workers.empty() && !anywhere && !names_worker(r, w)) return false;
+    for (const auto& [rid, amount] : r.resources) {
+      // A small tolerance: amounts are sums and differences of doubles.
+      if (rid >= w.resources_free.size() || w.resources_free[rid] < amount - 1e-9) return false;
+    }
+    return true;
+  }
+
+  /// The unsaturated worker allowed to run restricted task `id` now with the earliest expected
+  /// start (queued work per thread plus fetching the dependency bytes it lacks), or kNone.
+  Index restricted_worker(TaskId id, const Restriction& r) const {
+    bool anywhere = false;
+    if (r.loose) {
+      anywhere = std::none_of(worker_index.begin(), worker_index.end(), [&](const auto& pw) {
+        const Worker& w = workers[pw.second];
+        return !w.closing && names_worker(r, w);
+      });
+    }
+    const Task& t = tasks[id];
+    const double bw = opt.bandwidth_bytes_per_s > 0 ? opt.bandwidth_bytes_per_s : 1e300;
+    Index best = kNone;
+    double best_cost = 0;
+    for (const Index wi : worker_heap) {
+      const Worker& w = workers[wi];
+      if (!may_run(r, w, anywhere)) continue;
+      std::uint64_t lacking = 0;
+      for (const Link& l : t.deps) {
+        const Task& d = tasks[l.id];
+        const bool here = std::any_of(d.holders.begin(), d.holders.end(),
+                                      [wi](const Link& h) { return h.id == wi; });
+        if (!here) lacking += d.nbytes;
+      }
+      const double c = w.start_s + static_cast<double>(lacking) / bw;
+      if (best == kNone || c < best_cost || (c == best_cost && heap_less(wi, best))) {
+        best = wi;
+        best_cost = c;
+      }
+    }
+    return best;
+  }
+
+  /// Keeps a ready restricted task that no worker can take now, until place_held finds one.
+  void hold(const ReadyEntry& e) {
+    const RestrictionPtr& r = restrictions.at(e.id);
+    auto g = std::find_if(held.begin(), held.end(),
+                          [&r](const HeldGroup& h) { return h.restriction == r; });
+    if (g == held.end()) g = held.insert(held.end(), HeldGroup{r, {}});
+    g->heap.push_back(e);
+    std::push_heap(g->heap.begin(), g->heap.end(), ReadyLess{});
+  }
+
+  /// Sends held restricted tasks, best first within each group, while a worker can take them.
+  /// Groups are tried in turn (priorities are honoured within a group, not across groups).
+  void place_held() {
+    for (HeldGroup& g : held) {
+      auto& heap = g.heap;
+      while (!heap.empty() && !worker_heap.empty()) {
+        const ReadyEntry e = heap.front();
+        if (ready_live(e)) {
+          const Index wi = restricted_worker(e.id, *g.restriction);
+          if (wi == kNone) break;  // the group's best cannot run now: neither can the rest
+          send(e.id, wi);
+        }
+        std::pop_heap(heap.begin(), heap.end(), ReadyLess{});
+        heap.pop_back();
+      }
+    }
+    std::erase_if(held, [](const HeldGroup& g) { return g.heap.empty(); });
+  }
+
   void set_request_deps(std::size_t n) {
     auto& deps = request.deps;
     while (deps.size() > n) {
@@ -1014,6 +1169,7 @@ struct SchedulerState::Impl {
   /// Sends ready tasks, best first, while some worker is unsaturated.
   void schedule() {
     if (!parked.empty()) place_parked();
+    if (!held.empty()) place_held();
     while (!worker_heap.empty()) {
       while (!ready.empty() && !ready_live(ready.front())) {
         std::pop_heap(ready.begin(), ready.end(), ReadyLess{});
@@ -1023,6 +1179,15 @@ struct SchedulerState::Impl {
       const ReadyEntry head = ready.front();
       std::pop_heap(ready.begin(), ready.end(), ReadyLess{});
       ready.pop_back();
+      if (tasks[head.id].restricted) {  // rare: only some workers may run it
+        const Index wi = restricted_worker(head.id, restriction_of(head.id));
+        if (wi == kNone) {
+          hold(head);
+        } else {
+          send(head.id, wi);
+        }
+        continue;
+      }
       if (!died_on.empty() && died_on.count(head.id) > 0) {  // rare: see suspect_free_worker
         const Index wi = parked.empty() ? suspect_free_worker() : kNone;
         if (wi == kNone) {
@@ -1078,6 +1243,66 @@ struct SchedulerState::Impl {
                             [](const ReadyEntry& a, const ReadyEntry& b) { return a.id == b.id; }),
                 ready.end());
     std::make_heap(ready.begin(), ready.end(), ReadyLess{});
+  }
+
+  /// Work stealing. Idle threads get nothing from the scheduler's queue when it is empty (or
+  /// holds only tasks they may not run), while another worker may still have a backlog assigned
+  /// when estimates were lower, or before they joined. Asks each backlogged worker (expected work
+  /// per thread above steal_min_backlog_s, more tasks than threads) to hand back its most
+  /// recently assigned tasks that are worth moving: unrestricted, and whose dependencies take no
+  /// longer to fetch than the task takes to run. Handed-back tasks are placed again like any
+  /// ready task, so they land on the idle workers.
+  void steal_work() {
+    if (!opt.work_stealing || worker_index.size() < 2) return;
+    std::size_t room = 0;  // tasks the idle workers would take
+    for (const auto& [peer, wi] : worker_index) {
+      const Worker& w = workers[wi];
+      if (w.heap_pos == kNone || w.processing.size() >= w.nthreads) continue;
+      room += std::max<std::size_t>(w.min_tasks, w.nthreads) - w.processing.size();
+    }
+    if (room == 0) return;
+    std::vector<Index> victims;
+    for (const auto& [peer, wi] : worker_index) {
+      const Worker& w = workers[wi];
+      if (w.processing.size() > w.nthreads && w.start_s > opt.steal_min_backlog_s) {
+        victims.push_back(wi);
+      }
+    }
+    std::sort(victims.begin(), victims.end(), [this](Index a, Index b) {
+      return workers[a].start_s > workers[b].start_s ||
+             (workers[a].start_s == workers[b].start_s && workers[a].peer < workers[b].peer);
+    });
+    const double bw = opt.bandwidth_bytes_per_s > 0 ? opt.bandwidth_bytes_per_s : 1e300;
+    constexpr std::size_t kMaxPerVictim = 1024;  // per call: the next call takes more
+    std::vector<std::string_view> asked;
+    for (const Index vi : victims) {
+      if (room == 0) break;
+      Worker& v = workers[vi];
+      // At most half of what is beyond its threads (those it has not started), counting what
+      // was asked already.
+      const auto pending = static_cast<std::size_t>(std::count_if(
+          v.processing.begin(), v.processing.end(), [](const Running& r) { return r.steal_pending; }));
+      const std::size_t half = (v.processing.size() - v.nthreads + 1) / 2;
+      if (half <= pending) continue;
+      const std::size_t want = std::min({room, half - pending, kMaxPerVictim});
+      asked.clear();
+      for (std::size_t i = v.processing.size(); i-- > 0 && asked.size() < want;) {
+        Running& r = v.processing[i];
+        const Task& t = tasks[r.id];
+        if (r.steal_pending || t.restricted || (!died_on.empty() && died_on.count(r.id) > 0)) {
+          continue;
+        }
+        std::uint64_t bytes = 0;
+        for (const Link& l : t.deps) bytes += tasks[l.id].nbytes;
+        if (static_cast<double>(bytes) / bw > static_cast<double>(r.est_ns) / 1e9) continue;
+        r.steal_pending = true;
+        asked.push_back(t.text.key());
+      }
+      if (asked.empty()) continue;
+      room -= asked.size();
+      counters.steal_requests += asked.size();
+      out.steal(v.peer, asked);
+    }
   }
 
   /// The live worker a report comes from; a worker removed for silence is told to shut down.
@@ -1229,6 +1454,21 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
     if (e.id >= tasks.size() || !tasks[e.id].alive) continue;  // stale: dropped when reached
     if (ready_live(e)) has_entry[e.id] = 1;
   }
+  for (const HeldGroup& g : held) {
+    if (g.heap.empty()) return bad("empty held group");
+    for (const ReadyEntry& e : g.heap) {
+      if (e.id >= tasks.size() || !tasks[e.id].alive || !ready_live(e)) continue;  // stale
+      if (!tasks[e.id].restricted || restrictions.at(e.id) != g.restriction) {
+        return bad(tk(e.id) + "held under another restriction");
+      }
+      has_entry[e.id] = 1;
+    }
+  }
+  for (const auto& [id, r] : restrictions) {
+    if (id >= tasks.size() || !tasks[id].alive || !tasks[id].restricted || !r) {
+      return bad("restriction of a dead or unrestricted task " + std::to_string(id));
+    }
+  }
   for (TaskId id = 0; id < tasks.size(); ++id) {
     const Task& t = tasks[id];
     if (!t.alive) {
@@ -1354,6 +1594,19 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
       occ += w.processing[i].est_ns;
     }
     if (occ != w.occupancy_ns) return bad(wn + "occupancy wrong");
+    std::vector<double> free = w.resources_total;
+    for (const Running& r : w.processing) {
+      if (!tasks[r.id].restricted) continue;
+      for (const auto& [rid, amount] : restrictions.at(r.id)->resources) {
+        if (rid < free.size()) free[rid] -= amount;
+      }
+    }
+    if (free.size() != w.resources_free.size()) return bad(wn + "resource vectors differ");
+    for (std::size_t i = 0; i < free.size(); ++i) {
+      if (std::abs(free[i] - w.resources_free[i]) > 1e-6) {
+        return bad(wn + "free " + resource_names[i] + " wrong");
+      }
+    }
     for (Index i = 0; i < w.has_what.size(); ++i) {
       const Link& l = w.has_what[i];
       if (l.id >= tasks.size() || !tasks[l.id].alive) return bad(wn + "holds a dead task");
@@ -1417,15 +1670,30 @@ void SchedulerState::on_client_left(PeerId client) {
 }
 
 void SchedulerState::on_submit(PeerId client, const std::vector<TaskSpec>& tasks) {
-  std::vector<std::string_view> deps;
-  for (const TaskSpec& t : tasks) deps.insert(deps.end(), t.deps.begin(), t.deps.end());
+  // Views into `tasks`, gathered first so that the spans stay valid.
+  std::vector<std::string_view> deps, workers;
+  std::vector<ResourceView> resources;
+  for (const TaskSpec& t : tasks) {
+    deps.insert(deps.end(), t.deps.begin(), t.deps.end());
+    workers.insert(workers.end(), t.workers.begin(), t.workers.end());
+    for (const Resource& r : t.resources) resources.push_back({r.name, r.amount});
+  }
   std::vector<TaskSpecView> views;
   views.reserve(tasks.size());
-  std::size_t at = 0;
+  std::size_t at_dep = 0, at_worker = 0, at_resource = 0;
   for (const TaskSpec& t : tasks) {
-    views.push_back({t.key, t.name, t.args, std::span(deps).subspan(at, t.deps.size()),
-                     t.retries, t.priority});
-    at += t.deps.size();
+    views.push_back({.key = t.key,
+                     .name = t.name,
+                     .args = t.args,
+                     .deps = std::span(deps).subspan(at_dep, t.deps.size()),
+                     .retries = t.retries,
+                     .priority = t.priority,
+                     .workers = std::span(workers).subspan(at_worker, t.workers.size()),
+                     .allow_other_workers = t.allow_other_workers,
+                     .resources = std::span(resources).subspan(at_resource, t.resources.size())});
+    at_dep += t.deps.size();
+    at_worker += t.workers.size();
+    at_resource += t.resources.size();
   }
   on_submit(client, views);
 }
@@ -1434,6 +1702,7 @@ void SchedulerState::on_submit(PeerId client, std::span<const TaskSpecView> task
   Impl& s = *impl_;
   const Index c = s.ensure_client(client, "");
   auto& dep_ids = s.scratch_ids;
+  RestrictionPtr last_restriction;
   for (const TaskSpecView& spec : tasks) {
     ++s.counters.tasks_submitted;
     const std::uint32_t h = KeyIndex::hash(spec.key);
@@ -1459,6 +1728,11 @@ void SchedulerState::on_submit(PeerId client, std::span<const TaskSpecView> task
       dep_ids.push_back(d);
     }
     const TaskId id = s.new_task(spec, h);
+    if (RestrictionPtr r = s.make_restriction(spec, last_restriction)) {
+      s.tasks[id].restricted = true;
+      s.restrictions.emplace(id, r);
+      last_restriction = std::move(r);
+    }
     add_link(s.wanted_by_of(), id, s.wants_of(), c);
     if (err) {
       s.set_erred(id, std::move(err));
@@ -1693,6 +1967,13 @@ void SchedulerState::on_worker_joined(PeerId worker, WorkerInfo info, double now
                 : min_tasks >= w.max_tasks ? w.max_tasks
                                            : static_cast<std::uint32_t>(min_tasks);
   w.target_ns = to_ns(s.opt.queue_target_s * w.nthreads);
+  w.resources_total.assign(s.resource_names.size(), 0.0);
+  for (const Resource& r : info.resources) {
+    const Index rid = s.intern_resource(r.name);
+    if (rid >= w.resources_total.size()) w.resources_total.resize(rid + 1, 0.0);
+    w.resources_total[rid] += std::max(0.0, r.amount);
+  }
+  w.resources_free = w.resources_total;
   s.worker_index.emplace(worker, wi);
   s.refresh_worker(wi);
   s.schedule();
@@ -1846,6 +2127,34 @@ void SchedulerState::on_reject(PeerId worker, std::span<const std::string_view> 
   s.schedule();
 }
 
+void SchedulerState::on_steal_tick() { impl_->steal_work(); }
+
+void SchedulerState::on_steal_reply(PeerId worker, std::span<const std::string_view> stolen,
+                                    std::span<const std::string_view> kept) {
+  Impl& s = *impl_;
+  const Index wi = s.find_worker(worker);
+  if (wi == kNone) return;
+  for (const std::string_view key : stolen) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone) continue;
+    const Task& t = s.tasks[id];
+    // The worker no longer has it, whatever it was asked: place it again.
+    if (t.state != TaskState::processing || t.run.worker != wi) continue;
+    s.detach(id);
+    s.make_ready(id);
+    ++s.counters.tasks_stolen;
+  }
+  for (const std::string_view key : kept) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone) continue;
+    const Task& t = s.tasks[id];
+    if (t.state == TaskState::processing && t.run.worker == wi) {
+      s.workers[wi].processing[t.run.pos].steal_pending = false;
+    }
+  }
+  s.schedule();
+}
+
 std::vector<PeerId> SchedulerState::on_tick(double now) {
   Impl& s = *impl_;
   std::vector<PeerId> expired;
@@ -1901,6 +2210,11 @@ std::vector<SchedulerState::WorkerSummary> SchedulerState::workers() const {
     ws.held = w.has_what.size();
     for (const Link& l : w.has_what) ws.held_bytes += impl_->tasks[l.id].nbytes;
     ws.last_seen = w.last_seen;
+    for (std::size_t r = 0; r < w.resources_total.size(); ++r) {
+      if (w.resources_total[r] > 0) {
+        ws.resources.push_back({impl_->resource_names[r], w.resources_total[r]});
+      }
+    }
     out.push_back(std::move(ws));
   }
   std::sort(out.begin(), out.end(),

@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -35,8 +37,43 @@ WorkerOptions worker_options(const config::Config& c, std::string scheduler_addr
   o.connect_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.connect-timeout-ms"));
   o.shutdown_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.shutdown-timeout-ms"));
   o.death_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.death-timeout-ms"));
+  o.resources = parse_resources(c.get_string("worker.resources"));
   o.comm = comm::comm_options(c);
   return o;
+}
+
+std::vector<std::pair<std::string, double>> parse_resources(std::string_view text) {
+  std::vector<std::pair<std::string, double>> out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && (text[i] == ' ' || text[i] == ',' || text[i] == '\t')) ++i;
+    std::size_t end = i;
+    while (end < text.size() && text[end] != ' ' && text[end] != ',' && text[end] != '\t') ++end;
+    if (end == i) break;
+    const std::string_view entry = text.substr(i, end - i);
+    i = end;
+    const auto eq = entry.find('=');
+    const std::string_view name = eq == std::string_view::npos ? entry : entry.substr(0, eq);
+    if (eq == std::string_view::npos || name.empty()) {
+      throw std::invalid_argument("resources: '" + std::string(entry) +
+                                  "' is not NAME=AMOUNT (e.g. GPU=2)");
+    }
+    const std::string amount_text(entry.substr(eq + 1));
+    char* parsed_end = nullptr;
+    const double amount = std::strtod(amount_text.c_str(), &parsed_end);
+    if (amount_text.empty() || parsed_end != amount_text.c_str() + amount_text.size() ||
+        !std::isfinite(amount) || amount < 0) {
+      throw std::invalid_argument("resources: the amount of " + std::string(name) + " ('" +
+                                  amount_text + "') is not a number >= 0");
+    }
+    for (const auto& [n, a] : out) {
+      if (n == name) {
+        throw std::invalid_argument("resources: " + std::string(name) + " is given twice");
+      }
+    }
+    out.emplace_back(std::string(name), amount);
+  }
+  return out;
 }
 
 namespace {
@@ -321,25 +358,65 @@ struct WorkerService::Impl {
     }
   }
 
+  // Work stealing: tasks not started are dropped and named `stolen` (the scheduler places them
+  // elsewhere); running or unknown ones are `kept` and reported as usual.
+  void on_steal(const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* keys) {
+    if (!keys) return;
+    std::vector<std::string_view> stolen, kept;
+    for (const auto* k : *keys) {
+      const std::string_view key = wire::view(k);
+      (drop_unstarted(key) ? stolen : kept).push_back(key);
+    }
+    if (!stolen.empty()) log->debug("{} tasks handed back to the scheduler", stolen.size());
+    sched_out.add(wire::CreateStealReply(sched_out.fbb(), sched_out.strs(stolen),
+                                         sched_out.strs(kept)));
+  }
+
+  // Drops a task that has not started (fetching its dependencies or queued); false if it is
+  // running, freed or unknown.
+  bool drop_unstarted(std::string_view key) {
+    auto it = tasks.find(key);
+    if (it == tasks.end() || it->second.freed) return false;
+    if (it->second.phase == TaskPhase::fetching) {
+      tasks.erase(it);  // its fetches complete into the store and are freed later
+      return true;
+    }
+    if (it->second.phase == TaskPhase::queued) {
+      if (unqueue(key)) {
+        tasks.erase(it);
+        return true;
+      }
+      it.value().phase = TaskPhase::executing;  // already picked up by an executor
+    }
+    return false;
+  }
+
+  // Takes a queued job out of the staged or executor queues; false if an executor has it.
+  bool unqueue(std::string_view key) {
+    for (auto j = staged_jobs.begin(); j != staged_jobs.end(); ++j) {
+      if (j->key == key) {
+        staged_jobs.erase(j);
+        return true;
+      }
+    }
+    std::lock_guard lock(jobs_mu);
+    for (auto j = jobs.begin(); j != jobs.end(); ++j) {
+      if (j->key == key) {
+        jobs.erase(j);
+        return true;
+      }
+    }
+    return false;
+  }
+
   void on_free(std::string_view key) {
     forget_value(key);
     auto it = tasks.find(key);
     if (it == tasks.end()) return;
     if (it->second.phase == TaskPhase::queued) {
-      for (auto j = staged_jobs.begin(); j != staged_jobs.end(); ++j) {
-        if (j->key == key) {
-          staged_jobs.erase(j);
-          tasks.erase(it);
-          return;
-        }
-      }
-      std::lock_guard lock(jobs_mu);
-      for (auto j = jobs.begin(); j != jobs.end(); ++j) {
-        if (j->key == key) {
-          jobs.erase(j);
-          tasks.erase(it);
-          return;
-        }
+      if (unqueue(key)) {
+        tasks.erase(it);
+        return;
       }
       it.value().phase = TaskPhase::executing;  // already picked up by an executor
     }
@@ -573,6 +650,9 @@ struct WorkerService::Impl {
             for (const auto* k : *keys) on_free(wire::view(k));
           }
           break;
+        case wire::Msg::StealRequest:
+          on_steal(env->msg_as_StealRequest()->keys());
+          break;
         case wire::Msg::Shutdown:
           log->info("shutdown requested by the scheduler: {}",
                     wire::view(env->msg_as_Shutdown()->reason()));
@@ -604,8 +684,14 @@ struct WorkerService::Impl {
       auto name = b.str(options.name);
       auto addr = b.str(bound_data);
       auto h = b.str(host);
+      std::vector<flatbuffers::Offset<wire::Resource>> offered;
+      for (const auto& [rname, amount] : options.resources) {
+        offered.push_back(wire::CreateResource(b.fbb(), b.str(rname), amount));
+      }
+      auto res = offered.empty() ? 0 : b.fbb().CreateVector(offered);
       b.add(wire::CreateHello(b.fbb(), wire::Role::worker, wire::kProtocolVersion,
-                              PLEXUS_SDK_ABI_VERSION, name, ::getpid(), options.nthreads, addr, h));
+                              PLEXUS_SDK_ABI_VERSION, name, ::getpid(), options.nthreads, addr, h,
+                              res));
       auto bytes = b.finish();
       sched.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
     }

@@ -281,6 +281,15 @@ struct SubmitOptions {
   std::uint32_t retries = 0;
   /// Higher runs first among tasks that are ready.
   std::int32_t priority = 0;
+  /// Run only on these workers, named by worker name or data address; empty: any worker. A
+  /// task restricted to workers that are not connected waits until one joins.
+  std::vector<std::string> workers;
+  /// With `workers`: when none of them is connected, run on any worker instead of waiting.
+  bool allow_other_workers = false;
+  /// Resources the task holds while it runs, e.g. {{"GPU", 1}}: it runs only on workers
+  /// offering them (plexus-worker --resources "GPU=2"), and no more such tasks run on a worker
+  /// at once than its amounts allow.
+  std::map<std::string, double> resources;
 };
 
 /// How a Client() without an address starts its cluster. Unset fields come from the config
@@ -293,6 +302,8 @@ struct LocalClusterOptions {
   std::optional<bool> nanny;             // processes: run each worker under a nanny ([nanny] enabled)
   std::vector<std::string> plugin_path;  // extra plugin directories for the workers
   std::optional<std::string> config_file;
+  /// Resources every worker offers, e.g. {{"GPU", 1}} (default: worker.resources).
+  std::map<std::string, double> resources;
 };
 
 /// One worker, as the scheduler sees it.
@@ -304,6 +315,7 @@ struct WorkerState {
   std::size_t held = 0;        // results it holds
   std::uint64_t held_bytes = 0;
   bool closing = false;        // leaving: it gets no new work
+  std::map<std::string, double> resources;  // what it offers (plexus-worker --resources)
 };
 
 /// The scheduler and its workers (Client::scheduler_info()).

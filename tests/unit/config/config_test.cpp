@@ -139,8 +139,9 @@ TEST_F(ConfigTest, DumpListsExactlyTheSchemaInFileOrder) {
                           "scheduler.allowed-failures", "scheduler.worker-saturation",
                           "scheduler.queue-target-ms", "scheduler.max-tasks-per-worker",
                           "scheduler.default-task-duration-ms", "scheduler.bandwidth-bytes-per-s",
+                          "scheduler.work-stealing", "scheduler.work-stealing-interval-ms",
                           "worker.nthreads", "worker.name", "worker.plugin-path",
-                          "worker.data-address", "worker.connect-timeout-ms",
+                          "worker.data-address", "worker.resources", "worker.connect-timeout-ms",
                           "worker.shutdown-timeout-ms", "worker.death-timeout-ms",
                           "nanny.enabled", "nanny.max-crashes", "nanny.crash-window-ms",
                           "nanny.restart-backoff-ms", "nanny.stop-timeout-ms",
@@ -169,7 +170,7 @@ TEST_F(ConfigTest, CompiledInDefaultsAreTheSourceFileAndEveryKeyIsDocumented) {
     ++keys;
     EXPECT_EQ(previous.substr(0, 1), "#") << "no comment above: " << line;
   }
-  EXPECT_EQ(keys, 38);
+  EXPECT_EQ(keys, 41);
 }
 
 TEST_F(ConfigTest, MergeFileOverlaysOnlyTheKeysItSets) {

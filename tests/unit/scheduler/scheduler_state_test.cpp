@@ -94,6 +94,11 @@ class RecordingOutbox : public SchedulerOutbox {
     shutdowns.push_back(ShutdownCall{worker, std::string(reason)});
     log.push_back(Call::shutdown);
   }
+  void steal(PeerId worker, std::span<const std::string_view> keys) override {
+    auto& asked = steals[worker];
+    asked.insert(asked.end(), keys.begin(), keys.end());
+    log.push_back(Call::steal);
+  }
 
   void clear() {
     log.clear();
@@ -101,6 +106,7 @@ class RecordingOutbox : public SchedulerOutbox {
     frees.clear();
     reports.clear();
     shutdowns.clear();
+    steals.clear();
   }
   std::vector<std::string> computed(PeerId worker) const {
     std::vector<std::string> keys;
@@ -129,9 +135,10 @@ class RecordingOutbox : public SchedulerOutbox {
     return out;
   }
 
-  enum class Call { compute, free_key, report, shutdown };
+  enum class Call { compute, free_key, report, shutdown, steal };
   std::vector<Call> log;  // the order of all calls
   std::vector<ComputeCall> computes;
+  std::map<PeerId, std::vector<std::string>> steals;  // keys asked back, by worker
   std::vector<FreeCall> frees;
   std::vector<ReportCall> reports;
   std::vector<ShutdownCall> shutdowns;
@@ -685,6 +692,240 @@ TEST_F(SchedulerStateTest, LocalityPrefersWorkerHoldingBigDependency) {
               ElementsAre(ElementsAre(addr(kW1)), ElementsAre(addr(kW2))));
 }
 
+// ---- restrictions: workers, resources ----
+
+TaskSpec restricted(std::string key, std::vector<std::string> workers, bool loose = false,
+                    std::vector<Resource> resources = {}) {
+  TaskSpec t = task(std::move(key));
+  t.workers = std::move(workers);
+  t.allow_other_workers = loose;
+  t.resources = std::move(resources);
+  return t;
+}
+
+class RestrictionTest : public SchedulerStateTest {
+ protected:
+  void worker_with(PeerId w, std::uint32_t nthreads, std::vector<Resource> resources) {
+    state.on_worker_joined(w, WorkerInfo{wname(w), addr(w), nthreads, std::move(resources)}, now);
+    check();
+  }
+};
+
+TEST_F(RestrictionTest, TaskRunsOnlyOnTheNamedWorker) {
+  worker(kW1, 4);
+  worker(kW2, 4);
+  // By name and by data address; kW1 is idle and would win otherwise.
+  submit(kC1, {restricted("a", {wname(kW2)}), restricted("b", {addr(kW2)})});
+  EXPECT_THAT(out.computed(kW2), UnorderedElementsAre("a", "b"));
+  EXPECT_THAT(out.computed(kW1), IsEmpty());
+}
+
+TEST_F(RestrictionTest, TaskForAnAbsentWorkerWaitsUntilItJoins) {
+  worker(kW1);
+  submit(kC1, {restricted("a", {wname(kW2)}), task("b")});
+  EXPECT_THAT(out.computed(), ElementsAre("b"));
+  EXPECT_EQ(st("a"), TaskState::queued);
+  out.clear();
+  done(kW1, "b");  // kW1 free again: still not allowed
+  EXPECT_THAT(out.computed(), IsEmpty());
+  worker(kW2);
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+}
+
+TEST_F(RestrictionTest, AllowOtherWorkersRunsElsewhereOnlyWhenNoneOfThemIsHere) {
+  worker(kW1);
+  submit(kC1, {restricted("a", {"absent"}, /*loose=*/true)});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a"));
+  out.clear();
+  worker(kW2);
+  // kW2 is named and connected but busy: the task waits for it rather than going to kW1.
+  submit(kC1, {restricted("b", {wname(kW2)}, true), restricted("c", {wname(kW2)}, true),
+               restricted("d", {wname(kW2)}, true)});
+  EXPECT_THAT(out.computed(kW1), IsEmpty());
+  EXPECT_FALSE(out.computed(kW2).empty());
+}
+
+TEST_F(RestrictionTest, ResourcesBoundHowManyRunAtOnce) {
+  worker_with(kW1, 8, {{"GPU", 2}});
+  worker(kW2, 8);
+  std::vector<TaskSpec> ts;
+  for (int i = 0; i < 5; ++i) ts.push_back(restricted("g" + std::to_string(i), {}, false, {{"GPU", 1}}));
+  ts.push_back(task("plain"));
+  submit(kC1, std::move(ts));
+  // Two GPU tasks on the only worker offering GPU; the plain task anywhere.
+  auto on1 = out.computed(kW1);
+  EXPECT_EQ(std::count_if(on1.begin(), on1.end(), [](auto& k) { return k[0] == 'g'; }), 2);
+  auto on2 = out.computed(kW2);
+  EXPECT_EQ(std::count_if(on2.begin(), on2.end(), [](auto& k) { return k[0] == 'g'; }), 0);
+  EXPECT_EQ(state.queued_count(), 3u);
+  // Each finished GPU task frees one GPU for the next, in submission order.
+  for (int next = 2; next < 5; ++next) {
+    const std::string finished = out.computed(kW1).front() == "plain" ? out.computed(kW1)[1]
+                                                                      : out.computed(kW1).front();
+    out.clear();
+    done(kW1, finished);
+    EXPECT_THAT(out.computed(kW1), ElementsAre("g" + std::to_string(next)));
+  }
+}
+
+TEST_F(RestrictionTest, ResourceNobodyOffersWaitsForAWorkerThatDoes) {
+  worker(kW1);
+  submit(kC1, {restricted("a", {}, false, {{"TPU", 1}})});
+  EXPECT_THAT(out.computed(), IsEmpty());
+  worker_with(kW2, 1, {{"TPU", 4}});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+  // A failing restricted task gives its resources back.
+  out.clear();
+  fail(kW2, "a", ErrorKind::exception);
+  submit(kC1, {restricted("b", {}, false, {{"TPU", 4}})});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("b"));
+}
+
+TEST_F(RestrictionTest, RestrictedTasksGoBackToWaitingWhenTheirWorkerDies) {
+  worker_with(kW1, 1, {{"GPU", 1}});
+  submit(kC1, {restricted("a", {}, false, {{"GPU", 1}})});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a"));
+  leave(kW1);
+  EXPECT_EQ(st("a"), TaskState::queued);
+  out.clear();
+  worker_with(kW2, 1, {{"GPU", 1}});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("a"));
+  done(kW2, "a");
+  EXPECT_EQ(st("a"), TaskState::memory);
+}
+
+TEST_F(RestrictionTest, HeldTasksKeepTheirPriorityOrderAndCanBeReleased) {
+  worker_with(kW1, 4, {{"GPU", 1}});
+  submit(kC1, {restricted("first", {}, false, {{"GPU", 1}})});
+  TaskSpec low = restricted("low", {}, false, {{"GPU", 1}});
+  TaskSpec high = restricted("high", {}, false, {{"GPU", 1}});
+  high.priority = 5;
+  TaskSpec gone = restricted("gone", {}, false, {{"GPU", 1}});
+  gone.priority = 9;
+  submit(kC1, {low, high, gone});
+  release(kC1, {"gone"});  // forgotten while held
+  EXPECT_FALSE(st("gone"));
+  out.clear();
+  done(kW1, "first");
+  EXPECT_THAT(out.computed(kW1), ElementsAre("high"));
+  out.clear();
+  done(kW1, "high");
+  EXPECT_THAT(out.computed(kW1), ElementsAre("low"));
+}
+
+TEST_F(RestrictionTest, WorkersSummaryListsOfferedResources) {
+  worker_with(kW1, 1, {{"GPU", 2}, {"MEM", 1e9}});
+  const auto ws = state.workers();
+  ASSERT_EQ(ws.size(), 1u);
+  ASSERT_EQ(ws[0].resources.size(), 2u);
+  EXPECT_EQ(ws[0].resources[0].name, "GPU");
+  EXPECT_EQ(ws[0].resources[0].amount, 2);
+  EXPECT_EQ(ws[0].resources[1].name, "MEM");
+}
+
+// ---- work stealing ----
+
+class StealTest : public SchedulerStateTest {
+ protected:
+  static SchedulerOptions options() {
+    SchedulerOptions o;
+    o.default_task_duration_s = 0.5;  // a backlog of two is 1 s: worth stealing
+    return o;
+  }
+  StealTest() : SchedulerStateTest(options()) {}
+  void tick() {
+    state.on_steal_tick();
+    check();
+  }
+  void steal_reply(PeerId w, std::vector<std::string> stolen, std::vector<std::string> kept) {
+    std::vector<std::string_view> s(stolen.begin(), stolen.end()), k(kept.begin(), kept.end());
+    state.on_steal_reply(w, s, k);
+    check();
+  }
+};
+
+TEST_F(StealTest, IdleWorkerGetsTasksHandedBackByABackloggedOne) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b")});
+  ASSERT_THAT(out.computed(kW1), ElementsAre("a", "b"));  // saturation: 2 on one thread
+  worker(kW2);
+  EXPECT_THAT(out.computed(kW2), IsEmpty());  // nothing queued on the scheduler to give it
+  out.clear();
+  tick();
+  ASSERT_EQ(out.steals.size(), 1u);
+  ASSERT_THAT(out.steals[kW1], ElementsAre("b"));  // the most recently assigned
+  EXPECT_EQ(state.counters().steal_requests, 1u);
+  tick();  // already asked: not asked again
+  EXPECT_EQ(state.counters().steal_requests, 1u);
+  steal_reply(kW1, {"b"}, {});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("b"));
+  EXPECT_EQ(state.processing_on(kW1), 1u);
+  EXPECT_EQ(state.counters().tasks_stolen, 1u);
+  done(kW2, "b");
+  done(kW1, "a");
+  EXPECT_EQ(st("b"), TaskState::memory);
+}
+
+TEST_F(StealTest, TaskAlreadyRunningStaysAndIsNotAskedForTwice) {
+  worker(kW1);
+  submit(kC1, {task("a"), task("b")});
+  worker(kW2);
+  out.clear();
+  tick();
+  ASSERT_THAT(out.steals[kW1], ElementsAre("b"));
+  steal_reply(kW1, {}, {"b"});  // it had started
+  EXPECT_THAT(out.computed(), IsEmpty());
+  EXPECT_EQ(state.processing_on(kW1), 2u);
+  done(kW1, "b");
+  EXPECT_EQ(st("b"), TaskState::memory);
+  // A stale "stolen" for a key no longer processing there is ignored.
+  steal_reply(kW1, {"b"}, {});
+  EXPECT_EQ(st("b"), TaskState::memory);
+}
+
+TEST_F(StealTest, NoStealingWithoutABacklogOrForRestrictedOrCostlyTasks) {
+  SchedulerOptions o;  // 1 ms tasks: a backlog of two is not worth a round trip
+  RecordingOutbox ob;
+  SchedulerState s(o, ob);
+  s.on_client_joined(kC1, "c");
+  s.on_worker_joined(kW1, WorkerInfo{wname(kW1), addr(kW1), 1}, 0);
+  s.on_submit(kC1, std::vector<TaskSpec>{task("a"), task("b")});
+  s.on_worker_joined(kW2, WorkerInfo{wname(kW2), addr(kW2), 1}, 0);
+  s.on_steal_tick();
+  EXPECT_TRUE(ob.steals.empty());
+
+  // Restricted to kW1: never moved.
+  worker(kW1);
+  submit(kC1, {restricted("r1", {wname(kW1)}), restricted("r2", {wname(kW1)})});
+  worker(kW2);
+  tick();
+  EXPECT_TRUE(out.steals.empty());
+}
+
+TEST_F(StealTest, TaskWhoseInputsTakeLongerToMoveThanToRunStays) {
+  worker(kW1);
+  submit(kC1, {task("big")});
+  done(kW1, "big", /*nbytes=*/std::uint64_t{1} << 40, std::nullopt, 0.5);  // ~3 hours at 100 MB/s
+  submit(kC1, {task("x", {"big"}), task("y", {"big"})});
+  ASSERT_THAT(out.computed(kW1), ElementsAre("big", "x", "y"));
+  worker(kW2);
+  tick();
+  EXPECT_TRUE(out.steals.empty());
+}
+
+TEST_F(StealTest, DisabledByOption) {
+  SchedulerOptions o = options();
+  o.work_stealing = false;
+  RecordingOutbox ob;
+  SchedulerState s(o, ob);
+  s.on_client_joined(kC1, "c");
+  s.on_worker_joined(kW1, WorkerInfo{wname(kW1), addr(kW1), 1}, 0);
+  s.on_submit(kC1, std::vector<TaskSpec>{task("a"), task("b")});
+  s.on_worker_joined(kW2, WorkerInfo{wname(kW2), addr(kW2), 1}, 0);
+  s.on_steal_tick();
+  EXPECT_TRUE(ob.steals.empty());
+}
+
 // ---- worker failure ----
 
 TEST_F(SchedulerStateTest, WorkerDeathRecomputesLostIntermediatesFromLineage) {
@@ -1070,6 +1311,7 @@ class RandomRun {
     SchedulerOptions o;
     o.allowed_failures = 1;
     o.worker_ttl_s = 5;
+    o.steal_min_backlog_s = 0;  // any queue is stolen from: steals happen often
     return o;
   }
 
@@ -1083,8 +1325,9 @@ class RandomRun {
         FAIL() << "seed step " << i << ": " << *v;
       }
     }
-    // Drain: a fresh worker, no more faults; everything wanted must settle.
-    add_worker();
+    // Drain: a fresh worker (offering every resource tasks ask for), no more faults; everything
+    // wanted must settle.
+    add_worker(true);
     absorb();
     for (int round = 0; round < 100000; ++round) {
       auto it = std::find_if(running_.begin(), running_.end(),
@@ -1117,13 +1360,15 @@ class RandomRun {
   }
   bool chance(double p) { return std::bernoulli_distribution(p)(rng_); }
 
-  void add_worker() {
+  void add_worker(bool with_gpu = false) {
     const PeerId w = next_worker_++;
     live_.push_back(w);
     running_[w];
+    std::vector<Resource> offers;
+    if (with_gpu || chance(0.5)) offers.push_back({"GPU", static_cast<double>(1 + pick(2))});
     state_.on_worker_joined(w,
                             WorkerInfo{"w" + std::to_string(w), "addr" + std::to_string(w),
-                                       static_cast<std::uint32_t>(1 + pick(3))},
+                                       static_cast<std::uint32_t>(1 + pick(3)), offers},
                             now_);
   }
 
@@ -1149,6 +1394,9 @@ class RandomRun {
         const auto& f = out_.frees[nf++];
         if (running_.count(f.worker)) running_[f.worker].erase(f.key);
       }
+    }
+    for (const auto& [w, ks] : out_.steals) {
+      for (const auto& k : ks) steals_.emplace_back(w, k);
     }
     out_.clear();
   }
@@ -1184,6 +1432,11 @@ class RandomRun {
         keys_.push_back("k" + std::to_string(keys_.size()));
         ts.push_back(task(keys_.back(), deps, static_cast<std::int32_t>(pick(3)),
                           static_cast<std::uint32_t>(pick(2))));
+        if (chance(0.1)) ts.back().resources = {{"GPU", 1}};
+        if (chance(0.1)) {  // loose: must settle even when the worker is gone
+          ts.back().workers = {"w" + std::to_string(100 + pick(next_worker_ - 99))};
+          ts.back().allow_other_workers = true;
+        }
       }
       state_.on_submit(client, std::move(ts));
     } else if (op < 55) {  // a task finishes
@@ -1254,7 +1507,7 @@ class RandomRun {
         const std::string& k = keys_[pick(keys_.size())];
         if (!running_[w].count(k)) state_.on_task_done(w, k, 1, std::nullopt, 0.001, now_);
       }
-    } else if (op < 98) {  // heartbeats and a tick; sometimes one worker stays silent
+    } else if (op < 96) {  // heartbeats and a tick; sometimes one worker stays silent
       const PeerId silent = live_.empty() || chance(0.7) ? 0 : live_[pick(live_.size())];
       for (PeerId w : live_) {
         if (w != silent) state_.on_heartbeat(w, now_);
@@ -1264,6 +1517,23 @@ class RandomRun {
         auto it = std::find(live_.begin(), live_.end(), w);
         ASSERT_NE(it, live_.end());
         drop_worker(static_cast<std::size_t>(it - live_.begin()));
+      }
+    } else if (op < 99) {  // work stealing: ask, or answer one request (3%)
+      if (steals_.empty() || chance(0.3)) {
+        state_.on_steal_tick();
+      } else {
+        const std::size_t i = pick(steals_.size());
+        const auto [w, k] = steals_[i];
+        steals_.erase(steals_.begin() + static_cast<std::ptrdiff_t>(i));
+        auto it = running_.find(w);
+        if (it != running_.end() && it->second.count(k) && chance(0.6)) {  // not started yet
+          it->second.erase(k);
+          std::vector<std::string_view> stolen{k};
+          state_.on_steal_reply(w, stolen, {});
+        } else if (it != running_.end()) {  // running, or no longer there
+          std::vector<std::string_view> kept{k};
+          state_.on_steal_reply(w, {}, kept);
+        }
       }
     } else {  // a client leaves and comes back
       state_.on_client_left(client);
@@ -1282,6 +1552,7 @@ class RandomRun {
   std::map<PeerId, std::set<std::string>> running_;  // what each live worker was asked to run
   std::map<std::string, std::vector<std::string>> deps_;
   std::vector<std::string> keys_;
+  std::vector<std::pair<PeerId, std::string>> steals_;  // asked back, not answered yet
 };
 
 TEST(SchedulerStateRandomTest, InvariantsHoldUnderRandomEvents) {
@@ -1302,6 +1573,7 @@ class QueueOutbox : public SchedulerOutbox {
   void free_key(PeerId, std::string_view) override { ++frees; }
   void report(PeerId, const KeyReport&) override { ++reports; }
   void shutdown_worker(PeerId, std::string_view) override {}
+  void steal(PeerId, std::span<const std::string_view>) override {}
   std::deque<std::pair<PeerId, std::string>> pending;
   std::size_t frees = 0;
   std::size_t reports = 0;

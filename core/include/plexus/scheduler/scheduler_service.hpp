@@ -31,6 +31,7 @@ struct ServiceOptions {
   std::string scheduler_file;  // when set, the bound address is written there
   SchedulerOptions state;
   std::uint32_t heartbeat_interval_ms = 500;
+  std::uint32_t steal_interval_ms = 100;  // how often work stealing runs (state.work_stealing)
   comm::CommOptions comm;
 };
 

@@ -26,6 +26,17 @@
 // that wait in the scheduler's queue by (priority desc, submission order), so memory stays
 // bounded on wide graphs while tiny tasks still pipeline deeply enough to amortize round trips.
 //
+// Restrictions (rare, kept beside the task): a task may name the workers it runs on (by name or
+// data address; with allow_other_workers, any worker when none of them is connected) and the
+// resources it holds while running; only workers offering enough free resources qualify, so a
+// worker never runs more of them at once than its amounts allow. A ready restricted task no
+// worker can take is held, grouped by restriction, and placed as soon as one can.
+//
+// Work stealing (on_steal_tick): while some worker has idle threads and nothing ready waits for
+// it, workers with a backlog are asked to hand back unstarted tasks (on_steal_reply), which are
+// then placed like any ready task. A task moves only if fetching its inputs costs less than
+// running it, and restricted tasks never move.
+//
 // Failure: when a worker leaves, its processing tasks go back to waiting (counting a suspicious
 // death when it did not leave gracefully; past allowed_failures the task errs with
 // ErrorKind::killed_worker, naming each worker and how it died), and keys that only it held are
@@ -66,6 +77,16 @@ inline constexpr PeerId kFirstInternalPeer = 0xfffffff0u;
 enum class TaskState : std::uint8_t { released, waiting, queued, processing, memory, erred };
 const char* to_string(TaskState s);
 
+/// An amount of an abstract resource: what a worker offers or what a task holds while it runs.
+struct ResourceView {
+  std::string_view name;
+  double amount = 0;
+};
+struct Resource {
+  std::string name;
+  double amount = 0;
+};
+
 /// A task as submitted by a client, viewed in place (e.g. in the received message); the views are
 /// read during on_submit only.
 struct TaskSpecView {
@@ -75,6 +96,9 @@ struct TaskSpecView {
   std::span<const std::string_view> deps;  // no repeats
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
+  std::span<const std::string_view> workers{};  // names or data addresses; empty: any worker
+  bool allow_other_workers = false;
+  std::span<const ResourceView> resources{};
 };
 
 /// A task as submitted by a client, owning its strings (tests, benchmarks).
@@ -85,12 +109,16 @@ struct TaskSpec {
   std::vector<std::string> deps;  // keys of futures among the arguments, no repeats
   std::uint32_t retries = 0;
   std::int32_t priority = 0;
+  std::vector<std::string> workers{};
+  bool allow_other_workers = false;
+  std::vector<Resource> resources{};
 };
 
 struct WorkerInfo {
   std::string name;
   std::string data_address;  // where peers fetch its data
   std::uint32_t nthreads = 1;
+  std::vector<Resource> resources{};  // what it offers; a resource it lacks counts as 0
 };
 
 /// How a worker left.
@@ -138,6 +166,9 @@ class SchedulerOutbox {
   virtual void report(PeerId client, const KeyReport& report) = 0;
   /// The worker must shut down (e.g. it came back after being declared dead).
   virtual void shutdown_worker(PeerId worker, std::string_view reason) = 0;
+  /// Work stealing: the worker should hand back these keys if they have not started yet; it
+  /// answers with on_steal_reply.
+  virtual void steal(PeerId worker, std::span<const std::string_view> keys) = 0;
 };
 
 struct SchedulerOptions {
@@ -148,6 +179,11 @@ struct SchedulerOptions {
   double bandwidth_bytes_per_s = 100e6;    // for transfer-time estimates
   std::uint32_t allowed_failures = 3;
   double worker_ttl_s = 10.0;
+  /// Work stealing (on_tick): take queued, unstarted tasks back from workers whose queue would
+  /// keep them waiting longer than moving them to an idle worker costs.
+  bool work_stealing = true;
+  /// Only a queue expected to last longer than this per thread is stolen from (seconds).
+  double steal_min_backlog_s = 0.02;
 };
 
 /// Counters for tests, logs and the benchmarks.
@@ -159,6 +195,8 @@ struct SchedulerCounters {
   std::uint64_t tasks_failed = 0;
   std::uint64_t tasks_recomputed = 0;    // sent again after a worker loss
   std::uint64_t transitions = 0;
+  std::uint64_t steal_requests = 0;  // keys asked back from workers
+  std::uint64_t tasks_stolen = 0;    // keys a worker handed back unstarted
 };
 
 class SchedulerState {
@@ -237,6 +275,13 @@ class SchedulerState {
   /// The worker hands back tasks it will not run (it is shutting down).
   void on_reject(PeerId worker, std::span<const std::string_view> keys);
   void on_reject(PeerId worker, std::span<const std::string> keys) { on_reject(worker, views(keys)); }
+  /// Work stealing, called periodically (every few tens of milliseconds): asks workers with a
+  /// backlog to hand back unstarted tasks while other workers idle (SchedulerOutbox::steal).
+  void on_steal_tick();
+  /// The answer to a steal request: `stolen` keys were dropped unstarted by the worker and are
+  /// placed again; `kept` ones are running there.
+  void on_steal_reply(PeerId worker, std::span<const std::string_view> stolen,
+                      std::span<const std::string_view> kept);
   /// Checks heartbeats: workers silent for longer than worker_ttl leave (timed_out). Returns them
   /// so the I/O layer can also tell them to shut down if they reappear.
   std::vector<PeerId> on_tick(double now);
@@ -252,6 +297,7 @@ class SchedulerState {
     std::size_t held = 0;        // keys it holds in memory
     std::uint64_t held_bytes = 0;
     double last_seen = 0;
+    std::vector<Resource> resources;  // offered
   };
   /// What a task runs, as submitted: name, encoded arguments, dependency keys (nothing if the key
   /// is unknown). For recreating a task in a client.

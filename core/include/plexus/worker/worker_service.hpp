@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace plexus::config {
@@ -35,8 +37,15 @@ struct WorkerOptions {
   std::uint32_t connect_timeout_ms = 10000;
   std::uint32_t shutdown_timeout_ms = 10000;
   std::uint32_t death_timeout_ms = 60000;  // exit after this long without a word from the scheduler
+  /// Abstract resources offered to tasks that ask for them, e.g. {{"GPU", 2}}.
+  std::vector<std::pair<std::string, double>> resources;
   comm::CommOptions comm;
 };
+
+/// Parses worker resources as written on the command line and in worker.resources: "GPU=2
+/// MEM=64e9" (spaces or commas between entries). Throws std::invalid_argument naming the bad
+/// entry: no '=', an empty name, an amount that is not a finite number >= 0, or a repeated name.
+std::vector<std::pair<std::string, double>> parse_resources(std::string_view text);
 
 /// Reads [worker] and [comm] from a config; `scheduler_address` as given.
 WorkerOptions worker_options(const config::Config& config, std::string scheduler_address);
