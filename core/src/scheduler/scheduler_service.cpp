@@ -409,7 +409,11 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         return;
       }
       case wire::Msg::Heartbeat: {
-        if (worker) state.on_heartbeat(peer, now);
+        if (worker) {
+          state.on_heartbeat(peer, now);
+          const double bw = env.msg_as_Heartbeat()->bandwidth();
+          if (bw > 0) state.on_bandwidth(peer, bw);
+        }
         // Answer so the peer knows the scheduler is alive (its death timeout).
         Pending& p = pending(peer);
         p.batch.add(wire::CreateHeartbeat(p.batch.fbb(), 0, 0, 0));

@@ -327,6 +327,7 @@ struct Worker {
   std::int64_t target_ns = 0;       // queue_target_s * nthreads
   Index heap_pos = kNone;           // in the placement heap iff alive, not closing, unsaturated
   std::uint64_t acc_bytes = 0;      // placement scratch
+  double bandwidth = 0;             // measured by the worker (bytes/s); 0: not yet
   // Resources by id (Impl::resource_names): offered, and not held by its processing tasks.
   std::vector<double> resources_total;
   std::vector<double> resources_free;
@@ -463,7 +464,7 @@ std::int64_t to_ns(double seconds) {
 }  // namespace
 
 struct SchedulerState::Impl {
-  Impl(SchedulerOptions o, SchedulerOutbox& ob) : opt(o), out(ob) {}
+  Impl(SchedulerOptions o, SchedulerOutbox& ob) : opt(o), out(ob) { update_bandwidth(); }
 
   SchedulerOptions opt;
   SchedulerOutbox& out;
@@ -485,6 +486,23 @@ struct SchedulerState::Impl {
   std::unordered_map<PeerId, Index> worker_index;
   std::unordered_set<PeerId> timed_out;  // removed for silence; told to shut down if heard again
   std::vector<Index> worker_heap;        // unsaturated running workers, earliest start first
+
+  // Bytes/s for transfer-time estimates: the mean of the workers' measurements, or the option.
+  double bandwidth = 0;
+
+  /// After a worker's measurement came or went.
+  void update_bandwidth() {
+    double sum = 0;
+    std::size_t n = 0;
+    for (const auto& [peer, wi] : worker_index) {
+      if (workers[wi].bandwidth > 0) {
+        sum += workers[wi].bandwidth;
+        ++n;
+      }
+    }
+    const double fallback = opt.bandwidth_bytes_per_s > 0 ? opt.bandwidth_bytes_per_s : 1e300;
+    bandwidth = n > 0 ? sum / static_cast<double>(n) : fallback;
+  }
 
   std::vector<Client> clients;
   std::vector<Index> free_clients;
@@ -1020,7 +1038,7 @@ struct SchedulerState::Impl {
         w.acc_bytes += d.nbytes;
       }
     }
-    const double bw = opt.bandwidth_bytes_per_s > 0 ? opt.bandwidth_bytes_per_s : 1e300;
+    const double bw = bandwidth;
     auto cost = [&](const Worker& w) {
       return w.start_s + static_cast<double>(total - w.acc_bytes) / bw;
     };
@@ -1073,7 +1091,7 @@ struct SchedulerState::Impl {
       });
     }
     const Task& t = tasks[id];
-    const double bw = opt.bandwidth_bytes_per_s > 0 ? opt.bandwidth_bytes_per_s : 1e300;
+    const double bw = bandwidth;
     Index best = kNone;
     double best_cost = 0;
     for (const Index wi : worker_heap) {
@@ -1272,7 +1290,7 @@ struct SchedulerState::Impl {
       return workers[a].start_s > workers[b].start_s ||
              (workers[a].start_s == workers[b].start_s && workers[a].peer < workers[b].peer);
     });
-    const double bw = opt.bandwidth_bytes_per_s > 0 ? opt.bandwidth_bytes_per_s : 1e300;
+    const double bw = bandwidth;
     constexpr std::size_t kMaxPerVictim = 1024;  // per call: the next call takes more
     std::vector<std::string_view> asked;
     for (const Index vi : victims) {
@@ -1407,6 +1425,10 @@ struct SchedulerState::Impl {
     }
 
     worker_index.erase(w.peer);
+    if (w.bandwidth > 0) {
+      w.bandwidth = 0;
+      update_bandwidth();
+    }
     w.name.clear();
     w.address.clear();
     std::vector<Link>().swap(w.has_what);
@@ -1960,6 +1982,7 @@ void SchedulerState::on_worker_joined(PeerId worker, WorkerInfo info, double now
   w.has_what.clear();
   w.occupancy_ns = 0;
   w.acc_bytes = 0;
+  w.bandwidth = 0;
   w.heap_pos = kNone;
   w.max_tasks = std::max<std::uint32_t>(1, s.opt.max_tasks_per_worker);
   const double min_tasks = std::ceil(s.opt.worker_saturation * w.nthreads);
@@ -2002,6 +2025,15 @@ std::optional<PeerId> SchedulerState::on_worker_died(std::string_view worker_nam
 void SchedulerState::on_heartbeat(PeerId worker, double now) {
   impl_->reporting_worker(worker, now);
 }
+
+void SchedulerState::on_bandwidth(PeerId worker, double bytes_per_s) {
+  const Index wi = impl_->find_worker(worker);
+  if (wi == kNone || !(bytes_per_s > 0) || !std::isfinite(bytes_per_s)) return;
+  impl_->workers[wi].bandwidth = bytes_per_s;
+  impl_->update_bandwidth();
+}
+
+double SchedulerState::bandwidth() const { return impl_->bandwidth; }
 
 void SchedulerState::on_task_done(PeerId worker, std::string_view key, std::uint64_t nbytes,
                                   std::optional<std::string_view> inline_data, double duration_s,

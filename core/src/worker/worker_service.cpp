@@ -495,7 +495,7 @@ struct WorkerService::Impl {
       std::uint64_t id = next_request++;
       b.add(wire::CreateGetData(b.fbb(), id, b.strs(keys)));
       auto bytes = b.finish();
-      requests[id] = {holder, keys};
+      requests[id] = {holder, keys, Clock::now()};
       peer_socket(holder).send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
     }
   }
@@ -535,6 +535,7 @@ struct WorkerService::Impl {
         next_frame += found.size();
         continue;
       }
+      const auto sent = req->second.sent;
       requests.erase(req);
       // Each reply's values follow the batch frame in order, after the previous replies' values.
       if (next_frame + found.size() > frames.size()) {
@@ -542,6 +543,9 @@ struct WorkerService::Impl {
                   frames.size() - next_frame);
         found.resize(frames.size() - next_frame);
       }
+      std::size_t reply_bytes = 0;
+      for (std::size_t i = 0; i < found.size(); ++i) reply_bytes += frames[next_frame + i].size();
+      note_transfer(reply_bytes, Clock::now() - sent);
       for (std::size_t i = 0; i < found.size(); ++i) {
         zmq::message_t& frame = frames[next_frame + i];
         // Small frames point into libzmq's shared receive buffer (about 8 KiB): holding one would
@@ -561,6 +565,13 @@ struct WorkerService::Impl {
         to_fetch.insert(m);
       }
     }
+  }
+
+  void note_transfer(std::size_t nbytes, Clock::duration took) {
+    const double seconds = std::chrono::duration<double>(took).count();
+    if (nbytes < kMeasuredFetchBytes || !(seconds > 0)) return;
+    const double sample = static_cast<double>(nbytes) / seconds;
+    bandwidth = bandwidth > 0 ? 0.7 * bandwidth + 0.3 * sample : sample;
   }
 
   void arrived(const std::string& dk, Value v) {
@@ -736,7 +747,7 @@ struct WorkerService::Impl {
       exec_n = static_cast<std::uint32_t>(executing);
     }
     std::uint64_t bytes = store_bytes;
-    sched_out.add(wire::CreateHeartbeat(sched_out.fbb(), exec_n, ready_n, bytes));
+    sched_out.add(wire::CreateHeartbeat(sched_out.fbb(), exec_n, ready_n, bytes, bandwidth));
   }
 
   // Graceful departure: hand back what has not started, let running tasks finish and report.
@@ -882,7 +893,13 @@ struct WorkerService::Impl {
   struct Request {
     std::string holder;
     std::vector<std::string> keys;
+    Clock::time_point sent;
   };
+  // Measured transfer speed from peers (bytes/s, a moving average of fetches of at least
+  // kMeasuredFetchBytes: smaller ones measure latency, not bandwidth); 0 until one happened.
+  // The scheduler weighs it against compute time when placing and stealing tasks.
+  double bandwidth = 0;
+  static constexpr std::size_t kMeasuredFetchBytes = 1 << 20;
   std::unordered_map<std::uint64_t, Request> requests;
   std::uint64_t next_request = 1;
   std::unordered_map<std::string, zmq::socket_t> peer_sockets;

@@ -823,6 +823,45 @@ TEST_F(RestrictionTest, WorkersSummaryListsOfferedResources) {
   EXPECT_EQ(ws[0].resources[1].name, "MEM");
 }
 
+TEST_F(SchedulerStateTest, TransferEstimatesUseTheWorkersMeasuredBandwidth) {
+  EXPECT_EQ(state.bandwidth(), SchedulerOptions{}.bandwidth_bytes_per_s);
+  worker(kW1);
+  worker(kW2);
+  state.on_bandwidth(kW1, 1e9);
+  EXPECT_EQ(state.bandwidth(), 1e9);
+  state.on_bandwidth(kW2, 3e9);
+  EXPECT_EQ(state.bandwidth(), 2e9);
+  state.on_bandwidth(kW2, -1);  // nonsense is ignored
+  state.on_bandwidth(99, 5e9);  // so is a peer that is not a worker
+  EXPECT_EQ(state.bandwidth(), 2e9);
+  leave(kW1);
+  EXPECT_EQ(state.bandwidth(), 3e9);
+  leave(kW2);
+  EXPECT_EQ(state.bandwidth(), SchedulerOptions{}.bandwidth_bytes_per_s);
+}
+
+TEST_F(SchedulerStateTest, MeasuredFastNetworkMovesWorkRatherThanQueueingItBesideItsInput) {
+  worker(kW1, 4);
+  worker(kW2, 4);
+  submit(kC1, {task("in")});
+  ASSERT_THAT(out.computed(kW1), ElementsAre("in"));
+  done(kW1, "in", 50'000'000, std::nullopt, 0.5);  // math.inc takes 0.5 s
+  // kW1 gets two more of those: 0.25 s of work per thread ahead of anything new.
+  TaskSpec s1 = task("s1"), s2 = task("s2");
+  s1.workers = s2.workers = {wname(kW1)};
+  submit(kC1, {s1, s2});
+  out.clear();
+  // Assumed 100 MB/s: fetching 50 MB (0.5 s) costs more than waiting on kW1.
+  submit(kC1, {task("use1", {"in"})});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("use1"));
+  // Measured 10 GB/s: 5 ms to fetch beats waiting.
+  state.on_bandwidth(kW1, 10e9);
+  state.on_bandwidth(kW2, 10e9);
+  out.clear();
+  submit(kC1, {task("use2", {"in"})});
+  EXPECT_THAT(out.computed(kW2), ElementsAre("use2"));
+}
+
 // ---- work stealing ----
 
 class StealTest : public SchedulerStateTest {

@@ -176,7 +176,7 @@ struct SchedulerOptions {
   double queue_target_s = 0.002;           // keep this much expected work queued per thread
   std::uint32_t max_tasks_per_worker = 10000;
   double default_task_duration_s = 0.001;  // before a task name has been measured
-  double bandwidth_bytes_per_s = 100e6;    // for transfer-time estimates
+  double bandwidth_bytes_per_s = 100e6;    // for transfer-time estimates until measured
   std::uint32_t allowed_failures = 3;
   double worker_ttl_s = 10.0;
   /// Work stealing (on_tick): take queued, unstarted tasks back from workers whose queue would
@@ -258,6 +258,11 @@ class SchedulerState {
   std::optional<PeerId> on_worker_died(std::string_view worker_name, std::string_view cause,
                                        double now);
   void on_heartbeat(PeerId worker, double now);
+  /// The worker measured `bytes_per_s` fetching from peers. Transfer-time estimates use the mean
+  /// of the workers' measurements (bandwidth_bytes_per_s until one arrives).
+  void on_bandwidth(PeerId worker, double bytes_per_s);
+  /// The bandwidth transfer-time estimates use now (bytes/s).
+  double bandwidth() const;
   /// `inline_data` is the value when the worker sent it along. Late or duplicate reports are
   /// handled: a result for a key that is no longer wanted is freed on that worker.
   void on_task_done(PeerId worker, std::string_view key, std::uint64_t nbytes,
