@@ -3,10 +3,14 @@
 #include "daemon.hpp"
 
 #include <plexus/protocol/socket.hpp>
+#include <plexus/worker/crash_report.hpp>
 #include <plexus/worker/nanny.hpp>
 #include <plexus/worker/worker_service.hpp>
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <filesystem>
 
 #include <fstream>
 #include <iostream>
@@ -42,7 +46,7 @@ int main(int argc, char** argv) {
   app.footer(kFooter);
   plexus::daemon::CommonFlags flags;
   flags.add_to(app);
-  std::string scheduler, scheduler_file, name, data_address, resources;
+  std::string scheduler, scheduler_file, name, data_address, resources, crash_file;
   std::vector<std::string> plugin_path;
   int nthreads = -1;
   bool no_nanny = false;
@@ -56,6 +60,9 @@ int main(int argc, char** argv) {
   app.add_option("--resources", resources,
                  "resources offered to tasks that ask for them, e.g. \"GPU=2 MEM=64e9\" "
                  "(default: worker.resources)");
+  app.add_option("--crash-file", crash_file,
+                 "write a crash report (signal, task, stack) here when a plugin kills the worker "
+                 "(set by the nanny; default: stderr)");
   app.add_flag("--no-nanny", no_nanny,
                "run the worker in this process, without a nanny (default: nanny.enabled)");
   CLI11_PARSE(app, argc, argv);
@@ -86,7 +93,14 @@ int main(int argc, char** argv) {
       std::vector<std::string> child(argv, argv + argc);
       child.emplace_back("--no-nanny");
       if (name.empty()) child.insert(child.end(), {"--name", worker_name});
+      // Each incarnation writes its crash report here; the nanny sends it with WorkerDied.
+      const std::string report_file =
+          (std::filesystem::temp_directory_path() /
+           ("plexus-crash-" + std::to_string(::getpid()) + ".txt"))
+              .string();
+      child.insert(child.end(), {"--crash-file", report_file});
       auto options = plexus::worker::nanny_options(config, scheduler, worker_name, child);
+      options.crash_file = report_file;
       options.program = "/proc/self/exe";
       std::atomic<plexus::worker::Nanny*> target{nullptr};
       std::atomic<int> signalled{0};
@@ -101,6 +115,14 @@ int main(int argc, char** argv) {
       return plexus::worker::exit_code(supervisor.run());
     }
 
+    int report_fd = STDERR_FILENO;
+    if (!crash_file.empty()) {
+      report_fd = ::open(crash_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (report_fd < 0) {
+        throw std::runtime_error("cannot open the crash file '" + crash_file + "'");
+      }
+    }
+    plexus::worker::crash::install(report_fd);
     if (nthreads >= 0) config.set("worker.nthreads", std::to_string(nthreads));
     if (!name.empty()) config.set("worker.name", name);
     if (!data_address.empty()) config.set("worker.data-address", data_address);

@@ -300,6 +300,11 @@ TEST(ResilienceTest, PoisonTaskFailsWithKilledWorkerAfterAllowedFailuresPlusOneA
           << message;
       EXPECT_THAT(message, HasSubstr("allowed-failures = 3"));
       EXPECT_EQ(e.key(), f.key());
+      // The crash report of the worker: the signal, the task, and a stack through the plugin.
+      EXPECT_THAT(e.traceback(), HasSubstr("killed by signal SIGSEGV (segmentation fault) in task " +
+                                           std::string(f.key()) + " (testing.square_or_segfault)"));
+      EXPECT_THAT(e.traceback(), HasSubstr("stack trace:"));
+      EXPECT_THAT(e.traceback(), HasSubstr("libplexus_testing.so"));
     }
   }
   EXPECT_EQ(count_lines(attempts), 4u) << read_file(attempts);

@@ -450,7 +450,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         const auto* m = env.msg_as_WorkerDied();
         const std::string_view name = wire::view(m->name());
         const std::string_view cause = wire::view(m->cause());
-        if (auto dead = state.on_worker_died(name, cause, now)) {
+        if (auto dead = state.on_worker_died(name, cause, now, wire::view(m->traceback()))) {
           log->warn("worker removed peer={} name='{}': {} (reported by its nanny)", *dead, name,
                     cause);
           if (auto it = peers.find(*dead); it != peers.end()) it->second.role = Role::removed;

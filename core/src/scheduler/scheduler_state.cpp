@@ -522,6 +522,8 @@ struct SchedulerState::Impl {
 
   // Workers each task was running on when they died (suspicious deaths); rare.
   std::unordered_map<TaskId, std::vector<std::string>> died_on;
+  // The last crash report naming the task (it crashed its worker); rare.
+  std::unordered_map<TaskId, std::string> crash_reports;
   // Published datasets: name -> keys, and how many datasets hold each key (the datasets
   // pseudo-client wants a key while this is non-zero).
   std::map<std::string, std::vector<std::string>, std::less<>> datasets;
@@ -667,6 +669,7 @@ struct SchedulerState::Impl {
     }
     keys.erase(t.text.key(), key_of());
     died_on.erase(id);
+    crash_reports.erase(id);
     if (t.restricted) {
       restrictions.erase(id);
       t.restricted = false;
@@ -1357,6 +1360,7 @@ struct SchedulerState::Impl {
     }
     e->message += " (allowed-failures = " + std::to_string(opt.allowed_failures) + ")";
     e->worker = w.name;
+    if (auto it = crash_reports.find(id); it != crash_reports.end()) e->traceback = it->second;
     return e;
   }
 
@@ -1371,7 +1375,8 @@ struct SchedulerState::Impl {
     return "left";
   }
 
-  void worker_left(Index wi, WorkerExit how, std::string_view cause = {}) {
+  void worker_left(Index wi, WorkerExit how, std::string_view cause = {},
+                   std::string_view traceback = {}) {
     if (cause.empty()) cause = default_death_cause(how);
     Worker& w = workers[wi];
     if (w.heap_pos != kNone) heap_remove(wi);
@@ -1405,6 +1410,12 @@ struct SchedulerState::Impl {
       if (!t.alive || t.state != TaskState::waiting) continue;
       if (how != WorkerExit::graceful) {
         record_death(id, w, cause);
+        // The report names the task whose thread crashed: the culprit, not its bystanders.
+        const std::string_view key = t.text.key();
+        if (!traceback.empty() && traceback.find(" in task " + std::string(key) + " (") !=
+                                      std::string_view::npos) {
+          crash_reports.insert_or_assign(id, std::string(traceback));
+        }
         if (died_on[id].size() > opt.allowed_failures) {
           set_erred(id, killed_worker_error(id, w));
           continue;
@@ -1498,6 +1509,9 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
         return bad("dead record " + std::to_string(id) + " has links");
       }
       if (died_on.count(id)) return bad("dead record " + std::to_string(id) + " in died_on");
+      if (crash_reports.count(id)) {
+        return bad("dead record " + std::to_string(id) + " in crash_reports");
+      }
       continue;
     }
     ++live;
@@ -1807,6 +1821,7 @@ void SchedulerState::on_retry(PeerId client, std::span<const std::string_view> k
       if (t.state != TaskState::erred) continue;
       s.set_state(x, TaskState::released);
       s.died_on.erase(x);
+      s.crash_reports.erase(x);
       for (const Link& l : t.deps) stack.push_back(l.id);
     }
     s.compute_released(id, false);
@@ -2008,7 +2023,8 @@ void SchedulerState::on_worker_left(PeerId worker, WorkerExit how, double /*now*
 }
 
 std::optional<PeerId> SchedulerState::on_worker_died(std::string_view worker_name,
-                                                     std::string_view cause, double /*now*/) {
+                                                     std::string_view cause, double /*now*/,
+                                                     std::string_view traceback) {
   // A nanny restarts its worker under the same name. Should the new process's Hello overtake the
   // report of the old one's death, two live workers have that name: the dead one joined first,
   // and peers are numbered in joining order.
@@ -2018,7 +2034,8 @@ std::optional<PeerId> SchedulerState::on_worker_died(std::string_view worker_nam
   }
   if (!dead) return std::nullopt;
   impl_->worker_left(impl_->find_worker(*dead), WorkerExit::lost,
-                     cause.empty() ? std::string_view("reported dead by its nanny") : cause);
+                     cause.empty() ? std::string_view("reported dead by its nanny") : cause,
+                     traceback);
   return dead;
 }
 

@@ -6,6 +6,7 @@
 #include <plexus/config/config.hpp>
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
+#include <plexus/worker/crash_report.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include <cerrno>
 #include <chrono>
 #include <deque>
+#include <filesystem>
 #include <optional>
 #include <stdexcept>
 
@@ -161,6 +163,14 @@ struct Nanny::Impl {
 
   void on_child_exit(int status, Clock::time_point now) {
     const std::string cause = death_cause(status);
+    if (WIFSIGNALED(status) && !options.crash_file.empty()) {
+      crash_report = crash::take_report(options.crash_file);
+      if (!crash_report.empty()) {
+        log->error("worker crashed name='{}':\n{}", options.worker_name, crash_report);
+      }
+    } else {
+      crash_report.clear();
+    }
     const bool exited = WIFEXITED(status);
     const int code = exited ? WEXITSTATUS(status) : -1;
     if (leaving) {
@@ -245,7 +255,8 @@ struct Nanny::Impl {
   // WorkerDied, with a heartbeat in the same batch: the scheduler handles a batch in order, so
   // the answer to that heartbeat confirms the report (see kAckWait).
   void report_death(const std::string& cause) {
-    out.add(wire::CreateWorkerDied(out.fbb(), out.str(options.worker_name), out.str(cause)));
+    out.add(wire::CreateWorkerDied(out.fbb(), out.str(options.worker_name), out.str(cause),
+                                   out.str(crash_report)));
     add_heartbeat();
     ack_needed = heartbeats_sent;
     flush();
@@ -462,10 +473,16 @@ struct Nanny::Impl {
   std::optional<NannyExit> leaving;  // set once the nanny has decided to end
   Clock::time_point kill_at;         // when a child asked to stop gets SIGKILL
   bool killed_it = false;
+  std::string crash_report;  // of the child that died last, if it wrote one
 };
 
 Nanny::Nanny(NannyOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
-Nanny::~Nanny() = default;
+Nanny::~Nanny() {
+  if (!impl_->options.crash_file.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(impl_->options.crash_file, ec);
+  }
+}
 NannyExit Nanny::run() { return impl_->run(); }
 void Nanny::stop(int signal) {
   int expected = 0;

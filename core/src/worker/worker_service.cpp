@@ -7,6 +7,7 @@
 #include <plexus/config/config.hpp>
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
+#include <plexus/worker/crash_report.hpp>
 #include <plexus/worker/plugin_loader.hpp>
 
 #include <unistd.h>
@@ -178,7 +179,10 @@ void executor_loop(Shared& sh) {
     out.key = std::move(job.key);
     auto start = Clock::now();
     const RefSource refs{&job.deps, &resolve_dep};
-    out.result = sh.loader.call(job.name, job.args, job.deps.empty() ? nullptr : &refs);
+    {
+      const crash::TaskScope running(out.key, job.name);  // named in a crash report
+      out.result = sh.loader.call(job.name, job.args, job.deps.empty() ? nullptr : &refs);
+    }
     out.duration_us = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
     bool was_empty;

@@ -1055,6 +1055,39 @@ TEST_F(SchedulerStateTest, KilledWorkerNamesEveryDeathWithTheCauseItsNannyReport
             "w103 (killed by signal SIGSEGV (segmentation fault)) (allowed-failures = 3)");
 }
 
+TEST_F(SchedulerStateTest, KilledWorkerCarriesTheCrashReportThatNamesTheTask) {
+  auto report = [](const std::string& key, PeerId w) {
+    return "killed by signal SIGSEGV (segmentation fault) in task " + key +
+           " (math.inc)\nstack trace:\nlibmath.so(+0x" + std::to_string(w) + ") [0x1]";
+  };
+  // The culprit: every report names it; its error carries the last one.
+  submit(kC1, {task("poison")});
+  PeerId w = 100;
+  for (; w < 104; ++w) {
+    worker(w);
+    ASSERT_EQ(state.on_worker_died(wname(w), "killed by signal SIGSEGV", now, report("poison", w)),
+              w);
+    check();
+  }
+  auto poison = out.reports_of("poison");
+  ASSERT_EQ(poison.size(), 1u);
+  ASSERT_TRUE(poison[0].error);
+  EXPECT_EQ(poison[0].error->traceback, report("poison", 103));
+  // A bystander: the reports name another task, so its error carries none.
+  submit(kC1, {task("bystander")});
+  for (; w < 108; ++w) {
+    worker(w);
+    ASSERT_EQ(state.on_worker_died(wname(w), "killed by signal SIGSEGV", now, report("poisoned", w)),
+              w);
+    check();
+  }
+  auto bystander = out.reports_of("bystander");
+  ASSERT_EQ(bystander.size(), 1u);
+  ASSERT_TRUE(bystander[0].error);
+  EXPECT_EQ(bystander[0].error->kind, ErrorKind::killed_worker);
+  EXPECT_EQ(bystander[0].error->traceback, "");
+}
+
 // Without a nanny, the cause is how the scheduler noticed; each death keeps its own cause, in
 // order, whoever reported it.
 TEST_F(SchedulerStateTest, DeathCausesWithoutANannyAreHowTheDeathWasNoticed) {

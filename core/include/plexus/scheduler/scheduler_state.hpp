@@ -255,8 +255,11 @@ class SchedulerState {
   /// tasks that were running on it. Returns the worker's peer, or nothing if no live worker has
   /// that name. If two live workers have it (a restarted worker's Hello overtook the report of
   /// its predecessor's death), the one that joined first is the dead one.
+  /// `traceback` is the worker's crash report, if it wrote one ("killed by signal SIGSEGV in
+  /// task K (name)" and a stack): a task that fails with KilledWorker carries the last report
+  /// that names it.
   std::optional<PeerId> on_worker_died(std::string_view worker_name, std::string_view cause,
-                                       double now);
+                                       double now, std::string_view traceback = {});
   void on_heartbeat(PeerId worker, double now);
   /// The worker measured `bytes_per_s` fetching from peers. Transfer-time estimates use the mean
   /// of the workers' measurements (bandwidth_bytes_per_s until one arrives).

@@ -58,6 +58,10 @@ struct NannyOptions {
   std::uint32_t crash_window_ms = 60000;
   std::uint32_t restart_backoff_ms = 100;  // doubled for each further death in the window
   std::uint32_t stop_timeout_ms = 15000;   // after forwarding a signal, before SIGKILL
+  /// Where the worker writes a crash report when a fatal signal kills it (its --crash-file; see
+  /// crash_report.hpp): sent along with WorkerDied, so KilledWorker errors show the stack.
+  /// Removed when the nanny ends. "" = none.
+  std::string crash_file;
   comm::CommOptions comm;
 };
 
