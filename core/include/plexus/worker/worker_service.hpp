@@ -10,10 +10,17 @@
 // Results stay on the worker that computed them; results up to the inline threshold also ride
 // along with the task-done message so that clients usually need no second round trip.
 //
+// Memory (WorkerOptions::memory, see memory_policy.hpp): results are spilled to disk, least
+// recently used first, when managed memory passes the target or the process's memory passes the
+// spill threshold, and read back when a task, a peer or a client needs them; past the pause
+// threshold the worker starts no new tasks and fetches nothing, and tells the scheduler, until
+// its memory is below it again.
+//
 // Thread safety: run() on one thread; stop(), data_address() and name() from any thread.
 #pragma once
 
 #include <plexus/protocol/comm_options.hpp>
+#include <plexus/worker/memory_policy.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -36,9 +43,14 @@ struct WorkerOptions {
   std::uint32_t shutdown_timeout_ms = 10000;
   std::uint32_t death_timeout_ms = 60000;  // exit after this long without a word from the scheduler
   comm::CommOptions comm;
+  MemoryPolicy memory;  // no limit unless set (worker_options reads worker.memory-*)
+  /// Spilled results go to a fresh subdirectory of this one, removed when the service goes.
+  /// "" = $TMPDIR, else /tmp.
+  std::string local_directory;
 };
 
-/// Reads [worker] and [comm] from a config; `scheduler_address` as given.
+/// Reads [worker] and [comm] from a config; `scheduler_address` as given. Throws
+/// config::ConfigError for a bad worker.memory-* setting.
 WorkerOptions worker_options(const config::Config& config, std::string scheduler_address);
 
 /// Why run() returned.
