@@ -8,6 +8,7 @@
 #include <plexus/worker/nanny.hpp>
 #include <plexus/worker/worker_service.hpp>
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -134,6 +135,11 @@ int main(int argc, char** argv) {
 
     if (!name.empty()) config.set("worker.name", name);
     if (!data_address.empty()) config.set("worker.data-address", data_address);
+    // Results are large blocks. glibc raises its mmap threshold to the size of the first mapped
+    // block freed, so later blocks come from the heap, where freeing them need not lower the
+    // process's memory, which the spill and pause thresholds watch. A fixed threshold keeps
+    // every block of 1 MiB or more in its own mapping, returned to the system when freed.
+    ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
     auto options = plexus::worker::worker_options(config, scheduler);
     options.plugin_path.insert(options.plugin_path.begin(), plugin_path.begin(), plugin_path.end());
     std::atomic<plexus::worker::WorkerService*> target{nullptr};

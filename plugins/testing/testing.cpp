@@ -232,16 +232,28 @@ std::int64_t pattern_errors(plexus::BytesView b, std::int64_t seed) {
   return wrong;
 }
 
-// Allocates n bytes, writes every page (so that they count in the process's memory), holds them
-// for `ms`, then frees them and returns n: a task that uses memory the worker does not manage.
-std::int64_t hog(std::int64_t n, std::int64_t ms) {
+// Allocates n bytes and writes every page, so that they count in the process's memory; frees
+// them when `hold` returns. Returns n: a task's own memory, which the worker does not manage.
+template <class Hold>
+std::int64_t hold_bytes(std::int64_t n, Hold hold) {
   if (n < 0) throw std::invalid_argument("hog of a negative count");
   std::vector<char> block(static_cast<std::size_t>(n));
   for (std::size_t i = 0; i < block.size(); i += 4096) block[i] = 1;
-  sleep_ms(ms);
+  hold();
   std::int64_t touched = 0;
   for (std::size_t i = 0; i < block.size(); i += 4096) touched += block[i];
   return touched > 0 || n == 0 ? n : -1;
+}
+
+// Holds n bytes for `ms`.
+std::int64_t hog(std::int64_t n, std::int64_t ms) {
+  return hold_bytes(n, [ms] { sleep_ms(ms); });
+}
+
+// Holds n bytes until `path` exists (at most `timeout_ms`): tests release it when they are done
+// observing the worker meanwhile.
+std::int64_t hog_until_file(std::int64_t n, const std::string& path, std::int64_t timeout_ms) {
+  return hold_bytes(n, [&] { wait_file(path, timeout_ms); });
 }
 
 std::int32_t add_i32(std::int32_t a, std::int32_t b) {
@@ -288,5 +300,6 @@ PLEXUS_PLUGIN(testing, "1.0.0", registry) {
       .add("logged_worker_pid", &t::logged_worker_pid)
       .add("make_bytes", &t::make_bytes)
       .add("pattern_errors", &t::pattern_errors)
-      .add("hog", &t::hog);
+      .add("hog", &t::hog)
+      .add("hog_until_file", &t::hog_until_file);
 }

@@ -11,6 +11,7 @@
 #include <plexus/worker/plugin_loader.hpp>
 #include <plexus/worker/spill_store.hpp>
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -320,7 +321,7 @@ struct WorkerService::Impl {
     for (const auto& d : rec.deps) {
       Value v = value_or_report_lost(d);
       if (!v) {
-        log->warn("task dropped: its dependency could not be read back task={} key={}", key, d);
+        log->debug("task dropped: its dependency could not be read back task={} key={}", key, d);
         const std::string k = key;  // `key` may be the record's own key
         tasks.erase(k);
         return false;
@@ -686,6 +687,22 @@ struct WorkerService::Impl {
   }
 
   // ---- memory ----
+  void log_memory_policy() {
+    const MemoryPolicy& m = options.memory;
+    if (m.limit == 0) {
+      log->info("no memory limit: results stay in memory");
+      return;
+    }
+    auto percent = [](const std::optional<double>& f) {
+      return f ? std::to_string(static_cast<int>(*f * 100 + 0.5)) + "%" : std::string("off");
+    };
+    log->info("memory limit {}: spill past target {} (results held) or spill {} (process), "
+              "pause past {}, terminate past {}{}; spill directory {}",
+              format_bytes(m.limit), percent(m.target), percent(m.spill), percent(m.pause),
+              percent(m.terminate), m.measure_process ? "" : " (process memory not measured)",
+              store.directory().string());
+  }
+
   // Spills `bytes` worth of the least recently used results (or all that can be). After a
   // failed write nothing is tried for kSpillRetry.
   SpillStore::SpillOutcome spill(std::uint64_t bytes, Clock::time_point now) {
@@ -727,7 +744,9 @@ struct WorkerService::Impl {
       // As dask: spill until the process is (estimated to be) below the target.
       const std::uint64_t goal = m.bytes(m.target).value_or(*spill_at);
       const auto out = spill(rss - goal, now);
-      // Results are large allocations, returned to the system when freed.
+      // Freed values are mostly large blocks, given back to the system at once; malloc_trim
+      // returns what smaller ones left in the heap.
+      if (out.bytes > 0) ::malloc_trim(0);
       rss -= std::min(rss, out.bytes);
       if (rss > *spill_at && !out.failed && now >= next_unmanaged_warning) {
         next_unmanaged_warning = now + std::chrono::seconds(30);
@@ -821,6 +840,7 @@ struct WorkerService::Impl {
       return WorkerExit::stopped;
     }
     start_pool();
+    log_memory_policy();
     std::vector<zmq::message_t> frames;
     std::vector<zmq::pollitem_t> items;
     std::vector<zmq::socket_t*> peer_list;
