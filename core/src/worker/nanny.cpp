@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <optional>
@@ -76,8 +77,7 @@ NannyOptions nanny_options(const config::Config& c, std::string scheduler_addres
   o.restart_backoff_ms = positive_u32(c, "nanny.restart-backoff-ms", 0);
   o.stop_timeout_ms = positive_u32(c, "nanny.stop-timeout-ms", 0);
   o.comm = comm::comm_options(c);
-  const MemoryPolicy memory =
-      memory_policy(c, static_cast<std::uint32_t>(positive_u32(c, "worker.nthreads", 0)));
+  const MemoryPolicy memory = memory_policy(c, positive_u32(c, "worker.nthreads", 0));
   o.memory_limit = memory.limit;
   o.memory_terminate = memory.terminate;
   o.memory_monitor_interval_ms = memory.monitor_interval_ms;

@@ -879,10 +879,10 @@ struct WorkerService::Impl {
         while (comm::recv_multipart(*peer_list[p], frames, true)) on_data_reply(frames);
       }
       collect_results();
-      dispatch_jobs();
       const auto now = Clock::now();
       check_managed_memory(now);
-      check_process_memory(now);
+      check_process_memory(now);  // may resume, staging the tasks held back meanwhile
+      dispatch_jobs();
       if (!paused) start_fetches();  // fetched data would add to the memory that paused it
       if (Clock::now() - last_heard > std::chrono::milliseconds(options.death_timeout_ms)) {
         log->error("no message from the scheduler at {} for {} ms: shutting down",
