@@ -2,18 +2,22 @@
 // (a parent process that restarts it when it dies and tells the scheduler why).
 #include "daemon.hpp"
 
+#include <plexus/common/temp_dir.hpp>
 #include <plexus/protocol/socket.hpp>
 #include <plexus/worker/crash_report.hpp>
+#include <plexus/worker/memory_policy.hpp>
 #include <plexus/worker/nanny.hpp>
 #include <plexus/worker/worker_service.hpp>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <filesystem>
 
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 namespace {
 
@@ -27,6 +31,13 @@ constexpr const char* kFooter = R"(Nanny (the default; --no-nanny or nanny.enabl
   child, which finishes its running tasks; after nanny.stop-timeout-ms it is killed. The child
   runs in its own process group; under systemd use KillMode=mixed so that only the nanny gets
   the stop signal.
+
+Memory (--memory-limit, worker.memory-limit; fractions of it in worker.memory-*): past
+worker.memory-target of the limit in results held, or worker.memory-spill in process memory,
+results are spilled to disk under --local-directory (least recently used first) and read back
+when needed; past worker.memory-pause the worker starts no new tasks until its memory is lower;
+past worker.memory-terminate the nanny kills it and starts it again (KilledWorker errors then
+say "exceeded its memory limit").
 
 Exit status: 0 stopped (signal or scheduler shutdown); 1 error (e.g. the scheduler cannot be
 reached within worker.connect-timeout-ms); 3 removed by the scheduler (no heartbeat within
@@ -47,6 +58,7 @@ int main(int argc, char** argv) {
   plexus::daemon::CommonFlags flags;
   flags.add_to(app);
   std::string scheduler, scheduler_file, name, data_address, resources, crash_file;
+  std::string memory_limit, local_directory;
   std::vector<std::string> plugin_path;
   int nthreads = -1;
   bool no_nanny = false;
@@ -63,6 +75,15 @@ int main(int argc, char** argv) {
   app.add_option("--crash-file", crash_file,
                  "write a crash report (signal, task, stack) here when a plugin kills the worker "
                  "(set by the nanny; default: stderr)");
+  app.add_option("--memory-limit", memory_limit,
+                 "memory limit: bytes (4000000000), a size (2GB, 512MiB), a fraction of the "
+                 "machine's memory (0.5), auto (its share by threads) or 0/none (default: "
+                 "worker.memory-limit)");
+  // The last one wins: a nanny appends its own scratch directory for its child.
+  app.add_option("--local-directory", local_directory,
+                 "directory for spilled results (default: worker.local-directory, else the "
+                 "system's temporary directory)")
+      ->take_last();
   app.add_flag("--no-nanny", no_nanny,
                "run the worker in this process, without a nanny (default: nanny.enabled)");
   CLI11_PARSE(app, argc, argv);
@@ -85,6 +106,12 @@ int main(int argc, char** argv) {
     // Checked here, so that a nanny refuses a bad value at once instead of restarting a child
     // that fails on it.
     (void)plexus::worker::parse_resources(config.get_string("worker.resources"));
+    if (nthreads >= 0) config.set("worker.nthreads", std::to_string(nthreads));
+    if (app.count("--memory-limit") > 0) config.set("worker.memory-limit", memory_limit);
+    if (!local_directory.empty()) config.set("worker.local-directory", local_directory);
+    // A bad limit is an error now, before any process or connection.
+    plexus::worker::memory_policy(config,
+                                  static_cast<std::uint32_t>(config.get_int("worker.nthreads")));
 
     if (use_nanny) {
       // The child is this program with the same arguments, --no-nanny, and a name fixed here.
@@ -102,6 +129,19 @@ int main(int argc, char** argv) {
       auto options = plexus::worker::nanny_options(config, scheduler, worker_name, child);
       options.crash_file = report_file;
       options.program = "/proc/self/exe";
+      // The child spills into a directory the nanny owns and empties after each death, so that
+      // a worker killed for its memory leaves nothing behind on disk.
+      std::optional<plexus::TempDir> scratch;
+      const std::string base = config.get_string("worker.local-directory");
+      try {
+        scratch.emplace(base, "plexus-nanny-" + std::to_string(::getpid()));
+        options.worker_argv.insert(options.worker_argv.end(),
+                                   {"--local-directory", scratch->str()});
+        options.scratch_directory = scratch->str();
+      } catch (const std::exception& e) {
+        plexus::logger("nanny")->warn("{}; the worker spills under {} directly", e.what(),
+                                      base.empty() ? "the temporary directory" : base);
+      }
       std::atomic<plexus::worker::Nanny*> target{nullptr};
       std::atomic<int> signalled{0};
       plexus::daemon::SignalWatcher signals([&](int sig) {
@@ -123,9 +163,13 @@ int main(int argc, char** argv) {
       }
     }
     plexus::worker::crash::install(report_fd);
-    if (nthreads >= 0) config.set("worker.nthreads", std::to_string(nthreads));
     if (!name.empty()) config.set("worker.name", name);
     if (!data_address.empty()) config.set("worker.data-address", data_address);
+    // Results are large blocks. glibc raises its mmap threshold to the size of the first mapped
+    // block freed, so later blocks come from the heap, where freeing them need not lower the
+    // process's memory, which the spill and pause thresholds watch. A fixed threshold keeps
+    // every block of 1 MiB or more in its own mapping, returned to the system when freed.
+    ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
     auto options = plexus::worker::worker_options(config, scheduler);
     options.plugin_path.insert(options.plugin_path.begin(), plugin_path.begin(), plugin_path.end());
     std::atomic<plexus::worker::WorkerService*> target{nullptr};

@@ -219,6 +219,58 @@ std::int64_t add_logged(std::int64_t a, std::int64_t b, const std::string& label
 // a + b once `gate` (a dependency whose value is ignored) is in memory.
 std::int64_t gated_add(std::int64_t a, std::int64_t b, std::int64_t /*gate*/) { return a + b; }
 
+// Byte `i` of make_bytes(n, seed): a cheap hash of both, so that every result and every position
+// differs and a value read back wrong is caught.
+std::byte pattern_byte(std::uint64_t seed, std::uint64_t i) {
+  std::uint64_t x = (seed + 1) * 0x9E3779B97F4A7C15ULL ^ (i >> 3) * 0xBF58476D1CE4E5B9ULL;
+  x ^= x >> 31;
+  return static_cast<std::byte>((x >> ((i & 7) * 8)) & 0xff);
+}
+
+// n bytes of a pattern given by `seed`: results of a known size and content (memory tests).
+plexus::Bytes make_bytes(std::int64_t n, std::int64_t seed) {
+  if (n < 0) throw std::invalid_argument("make_bytes of a negative count");
+  plexus::Bytes out(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    out[i] = pattern_byte(static_cast<std::uint64_t>(seed), i);
+  }
+  return out;
+}
+
+// How many bytes of `b` differ from make_bytes(b.size(), seed): 0 when it is intact. Reads `b`
+// in place.
+std::int64_t pattern_errors(plexus::BytesView b, std::int64_t seed) {
+  std::int64_t wrong = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    wrong += b[i] != pattern_byte(static_cast<std::uint64_t>(seed), i) ? 1 : 0;
+  }
+  return wrong;
+}
+
+// Allocates n bytes and writes every page, so that they count in the process's memory; frees
+// them when `hold` returns. Returns n: a task's own memory, which the worker does not manage.
+template <class Hold>
+std::int64_t hold_bytes(std::int64_t n, Hold hold) {
+  if (n < 0) throw std::invalid_argument("hog of a negative count");
+  std::vector<char> block(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < block.size(); i += 4096) block[i] = 1;
+  hold();
+  std::int64_t touched = 0;
+  for (std::size_t i = 0; i < block.size(); i += 4096) touched += block[i];
+  return touched > 0 || n == 0 ? n : -1;
+}
+
+// Holds n bytes for `ms`.
+std::int64_t hog(std::int64_t n, std::int64_t ms) {
+  return hold_bytes(n, [ms] { sleep_ms(ms); });
+}
+
+// Holds n bytes until `path` exists (at most `timeout_ms`): tests release it when they are done
+// observing the worker meanwhile.
+std::int64_t hog_until_file(std::int64_t n, const std::string& path, std::int64_t timeout_ms) {
+  return hold_bytes(n, [&] { wait_file(path, timeout_ms); });
+}
+
 std::int32_t add_i32(std::int32_t a, std::int32_t b) {
   std::int64_t sum = std::int64_t{a} + std::int64_t{b};
   if (sum < std::numeric_limits<std::int32_t>::min() ||
@@ -261,5 +313,9 @@ PLEXUS_PLUGIN(testing, "1.0.0", registry) {
       .add("square_or_segfault", &t::square_or_segfault)
       .add("add_logged", &t::add_logged)
       .add("gated_add", &t::gated_add)
-      .add("logged_worker_pid", &t::logged_worker_pid);
+      .add("logged_worker_pid", &t::logged_worker_pid)
+      .add("make_bytes", &t::make_bytes)
+      .add("pattern_errors", &t::pattern_errors)
+      .add("hog", &t::hog)
+      .add("hog_until_file", &t::hog_until_file);
 }

@@ -1256,6 +1256,12 @@ SchedulerInfo Client::scheduler_info(std::chrono::milliseconds timeout) {
         if (amount.is_number()) ws.resources[rname] = amount.get<double>();
       }
     }
+    ws.paused = w.value("paused", false);
+    ws.managed_bytes = w.value("managed_bytes", std::uint64_t{0});
+    ws.spilled_bytes = w.value("spilled_bytes", std::uint64_t{0});
+    ws.spill_count = w.value("spill_count", std::uint64_t{0});
+    ws.process_bytes = w.value("process_bytes", std::uint64_t{0});
+    ws.memory_limit = w.value("memory_limit", std::uint64_t{0});
     out.workers.push_back(std::move(ws));
   }
   return out;

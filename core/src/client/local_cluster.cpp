@@ -6,6 +6,7 @@
 #include <plexus/config/config.hpp>
 #include <plexus/protocol/socket.hpp>
 #include <plexus/scheduler/scheduler_service.hpp>
+#include <plexus/worker/memory_policy.hpp>
 #include <plexus/worker/worker_service.hpp>
 
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 namespace plexus {
@@ -93,6 +95,10 @@ struct LocalCluster::Impl {
       wo.data_address.clear();
       wo.plugin_path.insert(wo.plugin_path.begin(), plugin_path.begin(), plugin_path.end());
       if (!o.resources.empty()) wo.resources = worker::parse_resources(resources_arg(o));
+      wo.memory = worker::memory_policy(c, threads);
+      if (o.memory_limit) wo.memory.limit = worker::parse_memory_limit(*o.memory_limit, threads);
+      // The process's memory is the client's and every worker's: only managed memory counts.
+      wo.memory.measure_process = false;
       workers.push_back(std::make_unique<worker::WorkerService>(wo));
       worker_threads.emplace_back([w = workers.back().get()] {
         try {
@@ -140,6 +146,7 @@ struct LocalCluster::Impl {
       for (const auto& p : o.plugin_path) wargv.insert(wargv.end(), {"--plugin-path", p});
       if (!o.nanny.value_or(c.get_bool("nanny.enabled"))) wargv.push_back("--no-nanny");
       if (!o.resources.empty()) wargv.insert(wargv.end(), {"--resources", resources_arg(o)});
+      if (o.memory_limit) wargv.insert(wargv.end(), {"--memory-limit", *o.memory_limit});
       wargv.insert(wargv.end(), common.begin(), common.end());
       worker_processes.push_back(std::make_unique<ChildProcess>(wargv));
     }
@@ -175,6 +182,13 @@ LocalCluster::LocalCluster(const config::Config& c, const LocalClusterOptions& o
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   std::string transport = o.transport.value_or(c.get_string("local-cluster.transport"));
   bool processes = o.processes.value_or(c.get_bool("local-cluster.processes"));
+  if (o.memory_limit) {
+    try {
+      worker::parse_memory_limit(*o.memory_limit, threads);  // an error here, not in a worker
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("LocalClusterOptions::memory_limit: ") + e.what());
+    }
+  }
   impl_->shutdown_timeout =
       std::chrono::milliseconds(c.get_int("local-cluster.shutdown-timeout-ms"));
   std::string unique = std::to_string(::getpid()) + "-" + uuid4().substr(0, 8);

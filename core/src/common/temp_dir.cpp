@@ -10,10 +10,12 @@
 
 namespace plexus {
 
-TempDir::TempDir(std::string_view prefix) {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/" + std::string(prefix) +
-                     "-XXXXXX";
+TempDir::TempDir(std::string_view prefix) : TempDir(std::filesystem::path(), prefix) {}
+
+TempDir::TempDir(const std::filesystem::path& base, std::string_view prefix) {
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string root = !base.empty() ? base.string() : tmp && *tmp ? tmp : "/tmp";
+  std::string tmpl = root + "/" + std::string(prefix) + "-XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   if (::mkdtemp(buf.data()) == nullptr) {

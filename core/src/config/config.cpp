@@ -30,7 +30,16 @@ constexpr std::string_view kEnvPrefix = "PLEXUS__";
 constexpr std::string_view kSystemFile = "/etc/plexus/plexus.toml";
 
 // The types a setting can have; an empty array in the defaults means a list of strings.
-enum class Kind { string, integer, floating, boolean, string_list };
+enum class Kind { string, integer, floating, boolean, string_list, float_or_false };
+
+// Float settings that may also be `false` to disable what they set (dask's memory thresholds).
+// TOML has no such type, so the schema names them here; their defaults are floats.
+constexpr std::string_view kFloatOrFalse[] = {
+    "worker.memory-target",
+    "worker.memory-spill",
+    "worker.memory-pause",
+    "worker.memory-terminate",
+};
 
 using Value = std::variant<std::string, std::int64_t, double, bool, std::vector<std::string>>;
 
@@ -77,6 +86,7 @@ std::string_view kind_name(Kind kind) {
     case Kind::floating: return "float";
     case Kind::boolean: return "boolean";
     case Kind::string_list: return "array of strings";
+    case Kind::float_or_false: return "float or false";
   }
   return "?";
 }
@@ -121,6 +131,9 @@ std::optional<Value> convert(const toml::node& node, Kind kind) {
       if (const auto* f = node.as_floating_point()) return Value{f->get()};
       if (const auto* i = node.as_integer()) return Value{static_cast<double>(i->get())};
       break;
+    case Kind::float_or_false:
+      if (const auto* b = node.as_boolean(); b != nullptr && !b->get()) return Value{false};
+      return convert(node, Kind::floating);
     case Kind::boolean:
       if (const auto* b = node.as_boolean()) return Value{b->get()};
       break;
@@ -353,6 +366,11 @@ struct Config::Impl {
         if (!kind) {
           throw ConfigError(where(kDefaultsSource, line_of(key, value)) + ": '" + dotted +
                             "' has unsupported type " + describe(value));
+        }
+        if (*kind == Kind::floating &&
+            std::find(std::begin(kFloatOrFalse), std::end(kFloatOrFalse), dotted) !=
+                std::end(kFloatOrFalse)) {
+          kind = Kind::float_or_false;
         }
         placed.push_back({section_line, line_of(key, value),
                           Entry{section, std::string(key.str()), dotted, *kind,
@@ -595,6 +613,16 @@ double Config::get_double(std::string_view dotted_key) const {
   const Entry& entry = impl_->get(dotted_key, Kind::floating);
   if (const auto* i = std::get_if<std::int64_t>(&entry.value)) return static_cast<double>(*i);
   return std::get<double>(entry.value);
+}
+
+std::optional<double> Config::get_double_or_false(std::string_view dotted_key) const {
+  const auto index = impl_->find(dotted_key);
+  if (index && impl_->entries[*index].kind == Kind::float_or_false) {
+    const Value& value = impl_->entries[*index].value;
+    if (std::holds_alternative<bool>(value)) return std::nullopt;
+    return std::get<double>(value);
+  }
+  return get_double(dotted_key);
 }
 
 bool Config::get_bool(std::string_view dotted_key) const {

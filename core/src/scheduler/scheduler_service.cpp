@@ -64,11 +64,21 @@ const char* role_name(Role r) {
   return "peer";
 }
 
+// What a worker's last heartbeat said about its memory (scheduler_info shows it).
+struct WorkerMemory {
+  std::uint64_t managed_bytes = 0;
+  std::uint64_t spilled_bytes = 0;
+  std::uint64_t spill_count = 0;
+  std::uint64_t process_bytes = 0;
+  std::uint64_t limit = 0;
+};
+
 struct Peer {
   std::string routing_id;
   Role role = Role::unknown;
   std::string name;
   bool warned_malformed = false;
+  WorkerMemory memory;  // workers only
 };
 
 // Messages for one peer, gathered during a turn and sent as one batch. A worker must see compute
@@ -410,13 +420,24 @@ struct SchedulerService::Impl final : SchedulerOutbox {
       }
       case wire::Msg::Heartbeat: {
         if (worker) {
+          const auto* m = env.msg_as_Heartbeat();
+          pr.memory = {m->memory_bytes(), m->spilled_bytes(), m->spill_count(),
+                       m->process_bytes(), m->memory_limit()};
           state.on_heartbeat(peer, now);
-          const double bw = env.msg_as_Heartbeat()->bandwidth();
-          if (bw > 0) state.on_bandwidth(peer, bw);
+          state.on_worker_paused(peer, m->paused());
+          if (m->bandwidth() > 0) state.on_bandwidth(peer, m->bandwidth());
         }
         // Answer so the peer knows the scheduler is alive (its death timeout).
         Pending& p = pending(peer);
         p.batch.add(wire::CreateHeartbeat(p.batch.fbb(), 0, 0, 0));
+        return;
+      }
+      case wire::Msg::DataLost: {
+        if (!worker) break;
+        const auto* m = env.msg_as_DataLost();
+        log->warn("worker lost data peer={} name='{}' keys={}: {}", peer, pr.name,
+                  m->keys() ? m->keys()->size() : 0, wire::view(m->reason()));
+        state.on_data_lost(peer, views_of(m->keys()));
         return;
       }
       case wire::Msg::Goodbye: {
@@ -489,13 +510,21 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         for (const auto& w : state.workers()) {
           nlohmann::json resources = nlohmann::json::object();
           for (const auto& res : w.resources) resources[res.name] = res.amount;
+          const auto p = peers.find(w.peer);
+          const WorkerMemory m = p == peers.end() ? WorkerMemory{} : p->second.memory;
           workers[w.address] = {{"name", w.name},
                                 {"nthreads", w.nthreads},
                                 {"processing", w.processing},
                                 {"held", w.held},
                                 {"held_bytes", w.held_bytes},
                                 {"closing", w.closing},
-                                {"resources", std::move(resources)}};
+                                {"resources", std::move(resources)},
+                                {"paused", w.paused},
+                                {"managed_bytes", m.managed_bytes},
+                                {"spilled_bytes", m.spilled_bytes},
+                                {"spill_count", m.spill_count},
+                                {"process_bytes", m.process_bytes},
+                                {"memory_limit", m.limit}};
         }
         j["workers"] = std::move(workers);
         break;

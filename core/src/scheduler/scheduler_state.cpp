@@ -316,6 +316,7 @@ struct Worker {
   std::uint32_t nthreads = 1;
   bool alive = false;
   bool closing = false;  // handed work back: gets no new tasks
+  bool paused = false;   // over its memory pause threshold: gets no new tasks until it resumes
   bool touched = false;  // placement scratch
   double last_seen = 0;
   std::vector<Running> processing;  // Task::run.pos indexes this
@@ -325,7 +326,7 @@ struct Worker {
   std::uint32_t min_tasks = 1;      // ceil(worker_saturation * nthreads), capped
   std::uint32_t max_tasks = 1;      // max_tasks_per_worker
   std::int64_t target_ns = 0;       // queue_target_s * nthreads
-  Index heap_pos = kNone;           // in the placement heap iff alive, not closing, unsaturated
+  Index heap_pos = kNone;  // in the placement heap iff alive, not closing or paused, unsaturated
   std::uint64_t acc_bytes = 0;      // placement scratch
   double bandwidth = 0;             // measured by the worker (bytes/s); 0: not yet
   // Resources by id (Impl::resource_names): offered, and not held by its processing tasks.
@@ -977,7 +978,7 @@ struct SchedulerState::Impl {
   void refresh_worker(Index wi) {
     Worker& w = workers[wi];
     w.start_s = static_cast<double>(w.occupancy_ns) / 1e9 / w.nthreads;
-    const bool in = w.alive && !w.closing && !saturated(w);
+    const bool in = w.alive && !w.closing && !w.paused && !saturated(w);
     if (in && w.heap_pos == kNone) {
       worker_heap.push_back(wi);
       w.heap_pos = static_cast<Index>(worker_heap.size() - 1);
@@ -1648,7 +1649,7 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
       if (l.id >= tasks.size() || !tasks[l.id].alive) return bad(wn + "holds a dead task");
       if (!mirrored(l, i, wi, tasks[l.id].holders)) return bad(wn + "has_what link mirror broken");
     }
-    const bool in = !w.closing && !saturated(w);
+    const bool in = !w.closing && !w.paused && !saturated(w);
     if (in != (w.heap_pos != kNone)) return bad(wn + "placement heap membership wrong");
     if (in && (w.heap_pos >= worker_heap.size() || worker_heap[w.heap_pos] != wi)) {
       return bad(wn + "placement heap position wrong");
@@ -1991,6 +1992,7 @@ void SchedulerState::on_worker_joined(PeerId worker, WorkerInfo info, double now
   w.nthreads = std::max<std::uint32_t>(1, info.nthreads);
   w.alive = true;
   w.closing = false;
+  w.paused = false;
   w.touched = false;
   w.last_seen = now;
   w.processing.clear();
@@ -2204,6 +2206,59 @@ void SchedulerState::on_steal_reply(PeerId worker, std::span<const std::string_v
   s.schedule();
 }
 
+void SchedulerState::on_worker_paused(PeerId worker, bool paused) {
+  Impl& s = *impl_;
+  const Index wi = s.find_worker(worker);
+  if (wi == kNone || s.workers[wi].paused == paused) return;
+  s.workers[wi].paused = paused;
+  s.refresh_worker(wi);
+  if (!paused) s.schedule();
+}
+
+void SchedulerState::on_data_lost(PeerId worker, std::span<const std::string_view> keys) {
+  Impl& s = *impl_;
+  const Index wi = s.find_worker(worker);
+  if (wi == kNone) return;
+  std::vector<TaskId> lost;
+  for (const std::string_view key : keys) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone) continue;
+    Task& t = s.tasks[id];
+    bool held = false;
+    for (Index i = 0; i < t.holders.size() && !held; ++i) {
+      if (t.holders[i].id != wi) continue;
+      remove_link(s.holders_of(), id, i, s.has_what_of());
+      held = true;
+    }
+    if (!held || t.state != TaskState::memory) continue;
+    if (t.holders.empty()) {
+      s.leave_memory(id, true);  // its processing dependents, here or elsewhere, wait again
+      lost.push_back(id);
+      continue;
+    }
+    // Still held elsewhere: the dependents that could not read it here start over.
+    for (const Link& l : t.dependents) {
+      Task& d = s.tasks[l.id];
+      if (d.state != TaskState::processing || d.run.worker != wi) continue;
+      s.detach(l.id);
+      s.set_state(l.id, TaskState::waiting);
+      d.n_waiting = s.count_missing(d);
+      if (d.n_waiting == 0) s.make_ready(l.id);
+    }
+  }
+  for (const TaskId id : lost) {
+    const Task& t = s.tasks[id];
+    if (!t.alive || t.state != TaskState::released) continue;
+    if (Impl::needed(t)) {
+      s.compute_released(id, true);
+    } else {
+      s.release_work.push_back(id);
+    }
+  }
+  s.drain_releases();
+  s.schedule();
+}
+
 std::vector<PeerId> SchedulerState::on_tick(double now) {
   Impl& s = *impl_;
   std::vector<PeerId> expired;
@@ -2255,6 +2310,7 @@ std::vector<SchedulerState::WorkerSummary> SchedulerState::workers() const {
     ws.address = w.address;
     ws.nthreads = w.nthreads;
     ws.closing = w.closing;
+    ws.paused = w.paused;
     ws.processing = w.processing.size();
     ws.held = w.has_what.size();
     for (const Link& l : w.has_what) ws.held_bytes += impl_->tasks[l.id].nbytes;

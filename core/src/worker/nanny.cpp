@@ -7,6 +7,7 @@
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
 #include <plexus/worker/crash_report.hpp>
+#include <plexus/worker/memory_policy.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <optional>
@@ -76,6 +78,10 @@ NannyOptions nanny_options(const config::Config& c, std::string scheduler_addres
   o.restart_backoff_ms = positive_u32(c, "nanny.restart-backoff-ms", 0);
   o.stop_timeout_ms = positive_u32(c, "nanny.stop-timeout-ms", 0);
   o.comm = comm::comm_options(c);
+  const MemoryPolicy memory = memory_policy(c, positive_u32(c, "worker.nthreads", 0));
+  o.memory_limit = memory.limit;
+  o.memory_terminate = memory.terminate;
+  o.memory_monitor_interval_ms = memory.monitor_interval_ms;
   return o;
 }
 
@@ -161,8 +167,39 @@ struct Nanny::Impl {
     return status;
   }
 
+  // Kills the child if its memory is past the terminate threshold (every monitor interval).
+  void check_memory(Clock::time_point now) {
+    if (child <= 0 || leaving || memory_cause || !terminate_bytes || now < next_memory_check) {
+      return;
+    }
+    next_memory_check = now + milliseconds(options.memory_monitor_interval_ms);
+    const auto rss = process_rss_bytes(child);
+    if (!rss || *rss <= *terminate_bytes) return;
+    char fraction[16];
+    std::snprintf(fraction, sizeof fraction, "%g", *options.memory_terminate);
+    memory_cause = "exceeded its memory limit (RSS " + format_bytes(*rss) + " of " +
+                   format_bytes(options.memory_limit) + "; worker.memory-terminate = " +
+                   fraction + ")";
+    log->warn("worker name='{}' pid={} {}: killing it", options.worker_name, child,
+              *memory_cause);
+    ::kill(child, SIGKILL);
+  }
+
+  // Removes what a dead worker left in its local directory (its spilled results).
+  void clear_scratch() {
+    if (options.scratch_directory.empty()) return;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(options.scratch_directory, ec)) {
+      std::error_code rm;
+      std::filesystem::remove_all(entry.path(), rm);
+    }
+  }
+
   void on_child_exit(int status, Clock::time_point now) {
-    const std::string cause = death_cause(status);
+    clear_scratch();
+    // The nanny's own kill for memory is the cause, not the SIGKILL it shows as.
+    const std::string cause = memory_cause ? *memory_cause : death_cause(status);
+    memory_cause.reset();
     if (WIFSIGNALED(status) && !options.crash_file.empty()) {
       crash_report = crash::take_report(options.crash_file);
       if (!crash_report.empty()) {
@@ -388,6 +425,7 @@ struct Nanny::Impl {
       }
       if (leaving && child > 0) until = std::min(until, kill_at);
       if (child > 0 && pidfd < 0) until = std::min(until, now + kPollChild);
+      if (child > 0 && terminate_bytes && !leaving) until = std::min(until, next_memory_check);
       auto wait = std::chrono::duration_cast<milliseconds>(until - now);
       zmq::pollitem_t items[3] = {{sched.handle(), 0, ZMQ_POLLIN, 0},
                                   {nullptr, wake.fd(), ZMQ_POLLIN, 0},
@@ -400,6 +438,7 @@ struct Nanny::Impl {
         if (!comm::recv_multipart(sched, frames, true)) break;
         on_scheduler(frames, now);
       }
+      check_memory(now);
       const pid_t pid_before = child;
       if (auto status = reap()) {
         last_pid = pid_before;
@@ -474,6 +513,15 @@ struct Nanny::Impl {
   Clock::time_point kill_at;         // when a child asked to stop gets SIGKILL
   bool killed_it = false;
   std::string crash_report;  // of the child that died last, if it wrote one
+  // Memory: the RSS past which the child is killed (nothing: never), when to measure next, and
+  // why the nanny killed the running child, if it did.
+  std::optional<std::uint64_t> terminate_bytes =
+      options.memory_limit > 0 && options.memory_terminate
+          ? std::optional<std::uint64_t>(static_cast<std::uint64_t>(
+                static_cast<double>(options.memory_limit) * *options.memory_terminate))
+          : std::nullopt;
+  Clock::time_point next_memory_check{};
+  std::optional<std::string> memory_cause;
 };
 
 Nanny::Nanny(NannyOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

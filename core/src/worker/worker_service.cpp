@@ -4,12 +4,15 @@
 #include <plexus/codec.hpp>
 #include <plexus/common/key_map.hpp>
 #include <plexus/common/logging.hpp>
+#include <plexus/common/task_key.hpp>
 #include <plexus/config/config.hpp>
 #include <plexus/protocol/socket.hpp>
 #include <plexus/protocol/wire.hpp>
 #include <plexus/worker/crash_report.hpp>
 #include <plexus/worker/plugin_loader.hpp>
+#include <plexus/worker/spill_store.hpp>
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -40,6 +43,8 @@ WorkerOptions worker_options(const config::Config& c, std::string scheduler_addr
   o.death_timeout_ms = static_cast<std::uint32_t>(c.get_int("worker.death-timeout-ms"));
   o.resources = parse_resources(c.get_string("worker.resources"));
   o.comm = comm::comm_options(c);
+  o.memory = memory_policy(c, o.nthreads);
+  o.local_directory = c.get_string("worker.local-directory");
   return o;
 }
 
@@ -80,25 +85,30 @@ std::vector<std::pair<std::string, double>> parse_resources(std::string_view tex
 namespace {
 
 using Clock = std::chrono::steady_clock;
-// A stored value: bytes owned either as a string (computed here) or as the ZeroMQ message they
-// arrived in from a peer, kept as is so that a fetched value is never copied.
-class Blob {
- public:
-  explicit Blob(std::string bytes) : str_(std::move(bytes)), view_(str_) {}
-  explicit Blob(zmq::message_t msg)
-      : msg_(std::move(msg)), view_(static_cast<const char*>(msg_.data()), msg_.size()) {}
-  Blob(Blob&&) = delete;  // view_ points into this object
-  Blob& operator=(Blob&&) = delete;
-  std::string_view view() const { return view_; }
-  const char* data() const { return view_.data(); }
-  std::size_t size() const { return view_.size(); }
 
- private:
-  std::string str_;
-  zmq::message_t msg_;
-  std::string_view view_;  // into str_ or msg_; a Blob never moves (always behind shared_ptr)
-};
-using Value = std::shared_ptr<const Blob>;
+// A failed spill is not tried again for this long: a full disk stays full for a while, and each
+// attempt writes (and deletes) a whole value.
+constexpr std::chrono::seconds kSpillRetry{1};
+
+// A value received from a peer, kept in the ZeroMQ message it arrived in (never copied).
+Value value_of(zmq::message_t msg) {
+  auto owner = std::make_shared<zmq::message_t>(std::move(msg));
+  const std::string_view bytes(static_cast<const char*>(owner->data()), owner->size());
+  return std::make_shared<const Blob>(std::move(owner), bytes);
+}
+
+// This worker's spill directory: a fresh name under `base` (created at the first spill).
+std::filesystem::path spill_directory(const std::string& base) {
+  std::filesystem::path root;
+  if (!base.empty()) {
+    root = base;
+  } else if (const char* tmp = std::getenv("TMPDIR"); tmp && *tmp) {
+    root = tmp;
+  } else {
+    root = "/tmp";
+  }
+  return root / ("plexus-worker-" + std::to_string(::getpid()) + "-" + uuid4().substr(0, 8));
+}
 
 // Received values up to this size are copied out of their frame (see on_data_reply).
 constexpr std::size_t kCopyBelow = 64 * 1024;
@@ -160,6 +170,7 @@ struct Shared {
   std::deque<Job> jobs;          // guarded by jobs_mu
   std::size_t executing = 0;     // guarded by jobs_mu
   bool pool_stop = false;        // guarded by jobs_mu
+  bool paused = false;           // guarded by jobs_mu: memory is high, start no new job
   std::mutex results_mu;
   std::vector<JobResult> results;  // guarded by results_mu
 };
@@ -169,8 +180,8 @@ void executor_loop(Shared& sh) {
     Job job;
     {
       std::unique_lock lock(sh.jobs_mu);
-      sh.jobs_cv.wait(lock, [&] { return sh.pool_stop || !sh.jobs.empty(); });
-      if (sh.jobs.empty()) return;
+      sh.jobs_cv.wait(lock, [&] { return sh.pool_stop || (!sh.paused && !sh.jobs.empty()); });
+      if (sh.jobs.empty() || sh.paused) return;  // stopping
       job = std::move(sh.jobs.front());
       sh.jobs.pop_front();
       ++sh.executing;
@@ -215,7 +226,8 @@ struct WorkerService::Impl {
         log(logger("worker")),
         sh(std::make_shared<Shared>(default_plugin_path(options.plugin_path))),
         sched(comm::context(), zmq::socket_type::dealer),
-        data(comm::context(), zmq::socket_type::router) {
+        data(comm::context(), zmq::socket_type::router),
+        store(spill_directory(options.local_directory)) {
     if (options.name.empty()) options.name = default_name();
     comm::configure(sched, options.comm.linger_ms, options.comm.max_message_bytes);
     comm::configure(data, options.comm.linger_ms, options.comm.max_message_bytes);
@@ -301,9 +313,13 @@ struct WorkerService::Impl {
   void on_compute(const wire::ComputeTask& t) {
     const std::string_view key = wire::view(t.key());
     if (key.empty() || !t.name()) return;
-    if (auto s = store.find(key); s != store.end()) {
-      report_done(key, s->second, 0);  // already here (e.g. recomputed elsewhere and fetched)
-      return;
+    if (store.contains(key)) {
+      // Already here (e.g. recomputed elsewhere and fetched); unless it was spilled and cannot
+      // be read back, then it is computed again.
+      if (Value v = value_or_report_lost(key)) {
+        report_done(key, v, 0);
+        return;
+      }
     }
     if (auto it = tasks.find(key); it != tasks.end()) {
       // Freed while running and asked for again: let the running execution report after all.
@@ -318,7 +334,7 @@ struct WorkerService::Impl {
         if (!d || !d->key()) continue;
         std::string dk(wire::view(d->key()));
         rec.deps.push_back(dk);
-        if (store.count(dk)) continue;
+        if (store.contains(dk)) continue;
         ++rec.missing;
         FetchState& f = fetches[dk];
         f.waiting_tasks.emplace_back(key);
@@ -333,18 +349,46 @@ struct WorkerService::Impl {
     }
     bool ready = rec.missing == 0;
     auto it = tasks.try_emplace(std::string(key), std::move(rec)).first;
-    if (ready) enqueue(it->first, it.value());
+    if (ready && !paused) enqueue(it->first, it.value());  // else when it resumes
   }
 
-  // Stages a ready task; dispatch_jobs() hands the turn's jobs to the executors in one go.
-  void enqueue(const std::string& key, TaskRec& rec) {
+  // Stages a ready task; dispatch_jobs() hands the turn's jobs to the executors in one go. The
+  // task reads its dependencies in place, so spilled ones are read back into memory here (the
+  // job's references keep them from being spilled again while it waits and runs). Returns false
+  // if one cannot be read back: then the task is dropped here, and the scheduler, told the
+  // dependency is lost, starts it over.
+  bool enqueue(const std::string& key, TaskRec& rec) {
     Job job;
+    for (const auto& d : rec.deps) {
+      Value v = value_or_report_lost(d);
+      if (!v) {
+        log->debug("task dropped: its dependency could not be read back task={} key={}", key, d);
+        const std::string k = key;  // `key` may be the record's own key
+        tasks.erase(k);
+        return false;
+      }
+      job.deps.emplace(d, std::move(v));
+    }
     job.key = key;
     job.name = std::move(rec.name);  // the record keeps only what bookkeeping needs
     job.args = std::move(rec.args);
-    for (const auto& d : rec.deps) job.deps.emplace(d, store.at(d));
     rec.phase = TaskPhase::queued;
     staged_jobs.push_back(std::move(job));
+    return true;
+  }
+
+  // The value of `key` from the store, read back from disk if it was spilled. A spilled value
+  // that cannot be read back is gone from the store: the scheduler is told (DataLost), so it is
+  // recomputed where needed, and nothing is returned.
+  Value value_or_report_lost(std::string_view key) {
+    SpillStore::Got got = store.get(key);
+    if (!got.value && !got.error.empty()) {
+      auto& b = sched_out;
+      std::vector<fb::Offset<fb::String>> ks{b.str(key)};
+      b.add(wire::CreateDataLost(b.fbb(), b.fbb().CreateVector(ks),
+                                 b.str("spilled value unreadable: " + got.error)));
+    }
+    return std::move(got.value);
   }
 
   void dispatch_jobs() {
@@ -431,22 +475,8 @@ struct WorkerService::Impl {
     }
   }
 
-  // Every change to `store` goes through these two, which keep store_bytes exact.
-  template <class K>
-  void keep_value(K&& key, Value v) {
-    auto [it, inserted] = store.try_emplace(std::forward<K>(key), v);
-    if (!inserted) {
-      store_bytes -= it->second->size();
-      it.value() = v;
-    }
-    store_bytes += v->size();
-  }
-  void forget_value(std::string_view key) {
-    auto it = store.find(key);
-    if (it == store.end()) return;
-    store_bytes -= it->second->size();
-    store.erase(it);
-  }
+  void keep_value(std::string_view key, Value v) { store.put(key, std::move(v)); }
+  void forget_value(std::string_view key) { store.erase(key); }
 
   void collect_results() {
     std::vector<JobResult> ready;
@@ -462,7 +492,7 @@ struct WorkerService::Impl {
       if (r.result.ok) {
         auto v = std::make_shared<const Blob>(std::move(r.result.value));
         report_done(r.key, v, r.duration_us);
-        keep_value(std::move(r.key), std::move(v));
+        keep_value(r.key, std::move(v));
       } else {
         report_failed(r.key, std::move(*r.result.error), r.duration_us);
       }
@@ -557,7 +587,7 @@ struct WorkerService::Impl {
         Value v = frame.size() <= kCopyBelow
                       ? std::make_shared<const Blob>(std::string(
                             static_cast<const char*>(frame.data()), frame.size()))
-                      : std::make_shared<const Blob>(std::move(frame));
+                      : value_of(std::move(frame));
         arrived(found[i], std::move(v));
       }
       next_frame += found.size();
@@ -587,7 +617,7 @@ struct WorkerService::Impl {
     for (const auto& tk : waiting) {
       auto t = tasks.find(tk);
       if (t == tasks.end() || t->second.phase != TaskPhase::fetching) continue;
-      if (--t.value().missing == 0) enqueue(tk, t.value());
+      if (--t.value().missing == 0 && !paused) enqueue(tk, t.value());  // else when it resumes
     }
   }
 
@@ -618,12 +648,14 @@ struct WorkerService::Impl {
       std::vector<Value> values;
       if (req->keys()) {
         for (const auto* k : *req->keys()) {
-          auto it = store.find(wire::view(k));
-          if (it == store.end()) {
+          // A spilled value is read back into memory, as the most recently used (dask does the
+          // same): whoever asked is likely to ask again, or to be followed by its dependents.
+          Value v = value_or_report_lost(wire::view(k));
+          if (!v) {
             missing.push_back(b.str(wire::view(k)));
           } else {
             found.push_back(b.str(wire::view(k)));
-            values.push_back(it->second);
+            values.push_back(std::move(v));
           }
         }
       }
@@ -750,8 +782,116 @@ struct WorkerService::Impl {
       ready_n = static_cast<std::uint32_t>(jobs.size());
       exec_n = static_cast<std::uint32_t>(executing);
     }
-    std::uint64_t bytes = store_bytes;
-    sched_out.add(wire::CreateHeartbeat(sched_out.fbb(), exec_n, ready_n, bytes, bandwidth));
+    sched_out.add(wire::CreateHeartbeat(sched_out.fbb(), exec_n, ready_n, store.memory_bytes(),
+                                        store.disk_bytes(), store.counters().spilled, last_rss,
+                                        options.memory.limit, paused, bandwidth));
+  }
+
+  // ---- memory ----
+  void log_memory_policy() {
+    const MemoryPolicy& m = options.memory;
+    if (m.limit == 0) {
+      log->info("no memory limit: results stay in memory");
+      return;
+    }
+    auto percent = [](const std::optional<double>& f) {
+      return f ? std::to_string(static_cast<int>(*f * 100 + 0.5)) + "%" : std::string("off");
+    };
+    log->info("memory limit {}: spill past target {} (results held) or spill {} (process), "
+              "pause past {}, terminate past {}{}; spill directory {}",
+              format_bytes(m.limit), percent(m.target), percent(m.spill), percent(m.pause),
+              percent(m.terminate), m.measure_process ? "" : " (process memory not measured)",
+              store.directory().string());
+  }
+
+  // Spills `bytes` worth of the least recently used results (or all that can be). After a
+  // failed write nothing is tried for kSpillRetry.
+  SpillStore::SpillOutcome spill(std::uint64_t bytes, Clock::time_point now) {
+    SpillStore::SpillOutcome out;
+    if (now < spill_retry_at) return out;
+    out = store.spill(bytes);
+    if (out.failed) spill_retry_at = now + kSpillRetry;
+    if (out.count > 0) {
+      log->debug("spilled {} results ({}) to {}", out.count, format_bytes(out.bytes),
+                 store.directory().string());
+    }
+    return out;
+  }
+
+  // Managed memory over the target: spill the least recently used results until below it.
+  // Checked every turn, as results arrive.
+  void check_managed_memory(Clock::time_point now) {
+    const auto target = options.memory.bytes(options.memory.target);
+    if (!target || store.memory_bytes() <= *target || now < managed_retry_at) return;
+    spill(store.memory_bytes() - *target, now);
+    // Still above: the rest is in use by tasks (or being sent). Checking again every turn would
+    // scan the store every turn; the monitor interval is soon enough.
+    if (store.memory_bytes() > *target) {
+      managed_retry_at = now + std::chrono::milliseconds(options.memory.monitor_interval_ms);
+    }
+  }
+
+  // The process's memory, every monitor interval: spill past the spill threshold, pause past
+  // the pause threshold, resume below it.
+  void check_process_memory(Clock::time_point now) {
+    const MemoryPolicy& m = options.memory;
+    if (m.limit == 0 || !m.measure_process || now < next_memory_check) return;
+    next_memory_check = now + std::chrono::milliseconds(m.monitor_interval_ms);
+    const auto measured = process_rss_bytes();
+    if (!measured) return;
+    std::uint64_t rss = *measured;
+    last_rss = rss;
+    if (const auto spill_at = m.bytes(m.spill); spill_at && rss > *spill_at) {
+      // As dask: spill until the process is (estimated to be) below the target.
+      const std::uint64_t goal = m.bytes(m.target).value_or(*spill_at);
+      const auto out = spill(rss - goal, now);
+      // Freed values are mostly large blocks, given back to the system at once; malloc_trim
+      // returns what smaller ones left in the heap.
+      if (out.bytes > 0) ::malloc_trim(0);
+      rss -= std::min(rss, out.bytes);
+      if (rss > *spill_at && !out.failed && now >= next_unmanaged_warning) {
+        next_unmanaged_warning = now + std::chrono::seconds(30);
+        log->warn("process memory {} is above the spill threshold {} ({}% of the memory limit {}) "
+                  "with {} of results left in memory that can be spilled: the rest is memory "
+                  "the worker does not manage (tasks' own allocations, fragmentation)",
+                  format_bytes(*measured), format_bytes(*spill_at),
+                  static_cast<int>(*m.spill * 100 + 0.5), format_bytes(m.limit),
+                  format_bytes(store.memory_bytes()));
+      }
+    }
+    if (const auto pause_at = m.bytes(m.pause)) {
+      const bool over = rss > *pause_at;
+      if (over != paused) set_paused(over, rss);
+    }
+  }
+
+  void set_paused(bool now_paused, std::uint64_t rss) {
+    paused = now_paused;
+    {
+      std::lock_guard lock(jobs_mu);
+      sh->paused = now_paused;
+    }
+    const int percent = static_cast<int>(100.0 * static_cast<double>(rss) /
+                                         static_cast<double>(options.memory.limit) + 0.5);
+    if (now_paused) {
+      log->warn("worker is at {}% of its memory limit: pausing (no new tasks, no fetches) until "
+                "it is below {}%; process memory {}, limit {}",
+                percent, static_cast<int>(*options.memory.pause * 100 + 0.5), format_bytes(rss),
+                format_bytes(options.memory.limit));
+    } else {
+      log->info("worker is at {}% of its memory limit: resuming", percent);
+      jobs_cv.notify_all();
+      // Tasks that became ready while paused were left unstaged, so that their spilled
+      // dependencies were not read back meanwhile.
+      std::vector<std::string> ready;
+      for (const auto& [k, t] : tasks) {
+        if (t.phase == TaskPhase::fetching && t.missing == 0) ready.push_back(k);
+      }
+      for (const auto& k : ready) {
+        if (auto t = tasks.find(k); t != tasks.end()) enqueue(k, t.value());
+      }
+    }
+    send_heartbeat();  // tells the scheduler now, not at the next heartbeat
   }
 
   // Graceful departure: hand back what has not started, let running tasks finish and report.
@@ -801,6 +941,7 @@ struct WorkerService::Impl {
       return WorkerExit::stopped;
     }
     start_pool();
+    log_memory_policy();
     std::vector<zmq::message_t> frames;
     std::vector<zmq::pollitem_t> items;
     std::vector<zmq::socket_t*> peer_list;
@@ -819,8 +960,11 @@ struct WorkerService::Impl {
         }
         peers_changed = false;
       }
-      auto until = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat -
-                                                                         Clock::now());
+      auto wake_at = next_heartbeat;
+      if (options.memory.limit > 0 && options.memory.measure_process) {
+        wake_at = std::min(wake_at, next_memory_check);
+      }
+      auto until = std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - Clock::now());
       zmq::poll(items.data(), items.size(), std::max(until, std::chrono::milliseconds(0)));
       if (items[2].revents & ZMQ_POLLIN) wake.drain();
       for (int i = 0; i < 1024; ++i) {
@@ -836,8 +980,11 @@ struct WorkerService::Impl {
         while (comm::recv_multipart(*peer_list[p], frames, true)) on_data_reply(frames);
       }
       collect_results();
+      const auto now = Clock::now();
+      check_managed_memory(now);
+      check_process_memory(now);  // may resume, staging the tasks held back meanwhile
       dispatch_jobs();
-      start_fetches();
+      if (!paused) start_fetches();  // fetched data would add to the memory that paused it
       if (Clock::now() - last_heard > std::chrono::milliseconds(options.death_timeout_ms)) {
         log->error("no message from the scheduler at {} for {} ms: shutting down",
                    options.scheduler_address, options.death_timeout_ms);
@@ -889,9 +1036,14 @@ struct WorkerService::Impl {
   wire::OutBatch sched_out;
   std::vector<fb::Offset<wire::TaskDone>> done_msgs;
   std::vector<fb::Offset<wire::TaskFailed>> failed_msgs;
-  KeyMap<Value> store;
+  SpillStore store;
   KeyMap<TaskRec> tasks;
-  std::uint64_t store_bytes = 0;  // sum of the sizes in `store`
+  bool paused = false;  // mirrored in sh->paused for the executors
+  std::uint64_t last_rss = 0;
+  Clock::time_point next_memory_check = Clock::now();
+  Clock::time_point spill_retry_at{};
+  Clock::time_point managed_retry_at{};
+  Clock::time_point next_unmanaged_warning{};
   std::unordered_map<std::string, FetchState> fetches;
   std::unordered_set<std::string> to_fetch;
   struct Request {

@@ -300,6 +300,12 @@ struct LocalClusterOptions {
   std::optional<std::string> transport;  // "tcp", "ipc" or "inproc"
   std::optional<bool> processes;         // false: scheduler and workers as threads in-process
   std::optional<bool> nanny;             // processes: run each worker under a nanny ([nanny] enabled)
+  /// Each worker's memory limit, as for plexus-worker --memory-limit: "2GB", "512MiB", bytes,
+  /// a fraction of the machine's memory ("0.5"), "auto" or "0"/"none" (worker.memory-limit).
+  /// "auto" gives each worker its share by threads. An invalid value makes the Client
+  /// constructor throw std::invalid_argument saying what is accepted. In-process workers apply
+  /// only worker.memory-target to it (their process's memory is not theirs alone).
+  std::optional<std::string> memory_limit;
   std::vector<std::string> plugin_path;  // extra plugin directories for the workers
   std::optional<std::string> config_file;
   /// Resources every worker offers, e.g. {{"GPU", 1}} (default: worker.resources).
@@ -316,6 +322,13 @@ struct WorkerState {
   std::uint64_t held_bytes = 0;
   bool closing = false;        // leaving: it gets no new work
   std::map<std::string, double> resources;  // what it offers (plexus-worker --resources)
+  // Memory, from its last heartbeat (see worker.memory-* in config/plexus.toml):
+  bool paused = false;               // over its pause threshold: it gets no new work meanwhile
+  std::uint64_t managed_bytes = 0;   // results it holds in memory
+  std::uint64_t spilled_bytes = 0;   // results it has spilled to disk
+  std::uint64_t spill_count = 0;     // values it has written to disk since it started
+  std::uint64_t process_bytes = 0;   // its process's resident memory; 0 = not measured
+  std::uint64_t memory_limit = 0;    // 0 = no limit
 };
 
 /// The scheduler and its workers (Client::scheduler_info()).

@@ -143,6 +143,9 @@ TEST_F(ConfigTest, DumpListsExactlyTheSchemaInFileOrder) {
                           "worker.nthreads", "worker.name", "worker.plugin-path",
                           "worker.data-address", "worker.resources", "worker.connect-timeout-ms",
                           "worker.shutdown-timeout-ms", "worker.death-timeout-ms",
+                          "worker.memory-limit", "worker.memory-target", "worker.memory-spill",
+                          "worker.memory-pause", "worker.memory-terminate",
+                          "worker.memory-monitor-interval-ms", "worker.local-directory",
                           "nanny.enabled", "nanny.max-crashes", "nanny.crash-window-ms",
                           "nanny.restart-backoff-ms", "nanny.stop-timeout-ms",
                           "client.connect-timeout-ms", "client.death-timeout-ms",
@@ -170,7 +173,7 @@ TEST_F(ConfigTest, CompiledInDefaultsAreTheSourceFileAndEveryKeyIsDocumented) {
     ++keys;
     EXPECT_EQ(previous.substr(0, 1), "#") << "no comment above: " << line;
   }
-  EXPECT_EQ(keys, 41);
+  EXPECT_EQ(keys, 48);
 }
 
 TEST_F(ConfigTest, MergeFileOverlaysOnlyTheKeysItSets) {
@@ -481,6 +484,48 @@ TEST_F(ConfigTest, CopiesAreIndependentValues) {
   EXPECT_EQ(a.get_int("worker.nthreads"), 3);
   Config moved = std::move(b);
   EXPECT_EQ(moved.get_int("worker.nthreads"), 3);
+}
+
+// The memory thresholds are floats that may also be false (disabled), from every source; true,
+// strings and false for an ordinary float setting are type errors naming the key.
+TEST_F(ConfigTest, MemoryThresholdsAreFloatsOrFalse) {
+  Config c = Config::defaults();
+  EXPECT_EQ(c.get_string("worker.memory-limit"), "auto");
+  EXPECT_EQ(c.get_double_or_false("worker.memory-target"), 0.60);
+  EXPECT_EQ(c.get_double_or_false("worker.memory-spill"), 0.70);
+  EXPECT_EQ(c.get_double_or_false("worker.memory-pause"), 0.80);
+  EXPECT_EQ(c.get_double_or_false("worker.memory-terminate"), 0.95);
+  EXPECT_EQ(c.get_int("worker.memory-monitor-interval-ms"), 100);
+  EXPECT_EQ(c.get_string("worker.local-directory"), "");
+
+  c.merge_string("[worker]\nmemory-target = false\nmemory-pause = 1\n", "t.toml");
+  EXPECT_EQ(c.get_double_or_false("worker.memory-target"), std::nullopt);
+  EXPECT_EQ(c.get_double_or_false("worker.memory-pause"), 1.0);
+  c.set("worker.memory-spill", "false");
+  EXPECT_EQ(c.get_double_or_false("worker.memory-spill"), std::nullopt);
+  c.apply_env({{"PLEXUS__WORKER__MEMORY_TERMINATE", "false"},
+               {"PLEXUS__WORKER__MEMORY_LIMIT", "4000000000"}});
+  EXPECT_EQ(c.get_double_or_false("worker.memory-terminate"), std::nullopt);
+  EXPECT_EQ(c.get_string("worker.memory-limit"), "4000000000");
+  // A dump says false and reads back the same.
+  Config copy = Config::defaults();
+  copy.merge_string(c.dump(), "dump");
+  EXPECT_EQ(copy.dump(), c.dump());
+  EXPECT_EQ(copy.get_double_or_false("worker.memory-target"), std::nullopt);
+
+  EXPECT_THAT(error_of([&] { c.merge_string("[worker]\nmemory-target = true\n", "u.toml"); }),
+              AllOf(HasSubstr("u.toml:2"), HasSubstr("worker.memory-target"),
+                    HasSubstr("float or false"), HasSubstr("boolean")));
+  EXPECT_THAT(error_of([&] { c.set("worker.memory-pause", "\"high\""); }),
+              AllOf(HasSubstr("worker.memory-pause"), HasSubstr("float or false")));
+  EXPECT_THAT(error_of([&] { c.merge_string("[worker]\nmemory-limit = 4000000000\n", "v.toml"); }),
+              AllOf(HasSubstr("worker.memory-limit"), HasSubstr("expected string")));
+  // Only the thresholds may be false.
+  EXPECT_THAT(error_of([&] { c.set("scheduler.worker-saturation", "false"); }),
+              HasSubstr("expected float, got boolean"));
+  // get_double does not read a setting that may be false; get_double_or_false reads any float.
+  EXPECT_THROW(c.get_double("worker.memory-pause"), ConfigError);
+  EXPECT_EQ(c.get_double_or_false("scheduler.worker-saturation"), 1.1);
 }
 
 }  // namespace

@@ -1771,3 +1771,126 @@ TEST_F(SchedulerStateTest, DatasetsHoldTheirKeysUntilUnpublished) {
 
 }  // namespace
 }  // namespace plexus::sched
+
+// ---- memory: paused workers, data lost on a worker ----
+
+namespace plexus::sched {
+namespace {
+
+bool paused_flag(const SchedulerState& s, PeerId w) {
+  for (const auto& ws : s.workers()) {
+    if (ws.peer == w) return ws.paused;
+  }
+  ADD_FAILURE() << "no worker " << w;
+  return false;
+}
+
+// A paused worker keeps what it runs and holds but gets nothing new; it gets work again when it
+// resumes. Event by event, with the invariants checked after each.
+TEST_F(SchedulerStateTest, PausedWorkerGetsNoNewTasksUntilItResumes) {
+  worker(kW1, 1);
+  submit(kC1, {task("x")});
+  EXPECT_THAT(out.computed(kW1), ElementsAre("x"));
+  out.clear();
+
+  state.on_worker_paused(kW1, true);
+  check();
+  EXPECT_TRUE(paused_flag(state, kW1));
+  submit(kC1, {task("a"), task("b")});
+  EXPECT_THAT(out.computes, IsEmpty());
+  EXPECT_EQ(state.queued_count(), 2u);
+  EXPECT_EQ(st("x"), TaskState::processing);  // what it runs stays there
+
+  // Its running task finishes as usual; still nothing new while paused.
+  done(kW1, "x");
+  EXPECT_EQ(st("x"), TaskState::memory);
+  EXPECT_THAT(out.computes, IsEmpty());
+  state.on_worker_paused(kW1, true);  // repeated: no change
+  check();
+  EXPECT_THAT(out.computes, IsEmpty());
+
+  state.on_worker_paused(kW1, false);
+  check();
+  EXPECT_FALSE(paused_flag(state, kW1));
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a", "b"));
+  EXPECT_EQ(state.queued_count(), 0u);
+}
+
+// While one worker is paused the others take all new work, including the dependents of data
+// the paused worker holds (they fetch it from there); unknown peers change nothing.
+TEST_F(SchedulerStateTest, OtherWorkersTakeTheWorkOfAPausedOne) {
+  worker(kW1, 4);
+  worker(kW2, 4);
+  submit(kC1, {task("a")});
+  const PeerId holder = out.computes.at(0).worker;
+  const PeerId other = holder == kW1 ? kW2 : kW1;
+  done(holder, "a");
+  out.clear();
+  state.on_worker_paused(holder, true);
+  check();
+  state.on_worker_paused(99, true);  // not a worker
+  check();
+  submit(kC1, {task("b", {"a"}), task("c", {"a"}), task("d")});
+  EXPECT_THAT(out.computed(holder), IsEmpty());
+  EXPECT_THAT(out.computed(other), ElementsAre("b", "c", "d"));
+  EXPECT_THAT(out.computes.at(0).dep_holders, ElementsAre(ElementsAre(addr(holder))));
+
+  // A worker that leaves while paused and joins again starts unpaused.
+  leave(holder, WorkerExit::graceful);
+  worker(holder, 4);
+  EXPECT_FALSE(paused_flag(state, holder));
+}
+
+// Data lost on its only holder (a spilled file that could not be read back) is recomputed, and
+// the holder's task that needed it waits for it again.
+TEST_F(SchedulerStateTest, DataLostOnItsOnlyHolderIsRecomputed) {
+  worker(kW1, 2);
+  submit(kC1, {task("a"), task("b", {"a"})});
+  done(kW1, "a");
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a", "b"));
+  out.clear();
+  state.on_data_lost(kW1, std::vector<std::string>{"a"});
+  check();
+  EXPECT_THAT(state.who_has("a"), IsEmpty());
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+  out.clear();
+  done(kW1, "a");
+  EXPECT_THAT(out.computed(kW1), ElementsAre("b"));
+  done(kW1, "b");
+  EXPECT_EQ(st("b"), TaskState::memory);
+}
+
+// Data lost that nobody needs any more is released, not recomputed; reports of keys the worker
+// does not hold, and from peers that are not workers, change nothing.
+TEST_F(SchedulerStateTest, DataLostThatNobodyNeedsIsReleasedAndStaleReportsAreIgnored) {
+  worker(kW1, 2);
+  submit(kC1, {task("a"), task("b", {"a"})});
+  done(kW1, "a");
+  done(kW1, "b");  // a is no longer needed by b; c1 still wants it
+  out.clear();
+  state.on_data_lost(99, std::vector<std::string>{"a"});          // not a worker
+  state.on_data_lost(kW1, std::vector<std::string>{"unknown"});   // unknown key
+  check();
+  EXPECT_EQ(st("a"), TaskState::memory);
+  EXPECT_THAT(out.computes, IsEmpty());
+
+  release(kC1, {"a"});  // b still holds a's record (lineage); its data was freed
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  out.clear();
+  // a's data is gone already (no longer held: ignored); b, which c1 wants, is recomputed, and
+  // a with it, since b needs it.
+  state.on_data_lost(kW1, std::vector<std::string>{"a", "b"});
+  check();
+  EXPECT_THAT(state.who_has("b"), IsEmpty());
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_EQ(st("a"), TaskState::processing);
+  EXPECT_THAT(out.computed(kW1), ElementsAre("a"));
+  out.clear();
+  done(kW1, "a");
+  EXPECT_THAT(out.computed(kW1), ElementsAre("b"));
+}
+
+}  // namespace
+}  // namespace plexus::sched

@@ -1,4 +1,4 @@
-// A private scratch directory (mkdtemp under $TMPDIR, else /tmp), removed with its contents when
+// A private scratch directory (mkdtemp under $TMPDIR, else /tmp, or a given directory), removed with its contents when
 // the object goes. Used by the LocalCluster, the benchmarks and the tests.
 //
 // Thread safety: a plain value owner; not copyable.
@@ -14,6 +14,8 @@ class TempDir {
  public:
   /// Creates "<tmp>/<prefix>-XXXXXX". Throws std::runtime_error naming the path on failure.
   explicit TempDir(std::string_view prefix = "plexus");
+  /// Creates "<base>/<prefix>-XXXXXX"; an empty `base` is <tmp>. Throws as above.
+  TempDir(const std::filesystem::path& base, std::string_view prefix);
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

@@ -84,6 +84,8 @@ class Config {
   std::string get_string(std::string_view dotted_key) const;
   std::int64_t get_int(std::string_view dotted_key) const;
   double get_double(std::string_view dotted_key) const;  // accepts integers
+  /// A float setting that may be `false` (e.g. worker.memory-target): nothing when it is false.
+  std::optional<double> get_double_or_false(std::string_view dotted_key) const;
   bool get_bool(std::string_view dotted_key) const;
   std::vector<std::string> get_string_list(std::string_view dotted_key) const;
 

@@ -46,7 +46,8 @@
 //
 // Reports from peers that are not (or no longer) workers are ignored; a worker removed for
 // missing heartbeats that is heard from again is told to shut down (once). A worker that rejects
-// work (on_reject) is taken to be closing and gets no new tasks until it leaves.
+// work (on_reject) is taken to be closing and gets no new tasks until it leaves; a paused worker
+// (on_worker_paused: its memory is high) gets none until it resumes.
 //
 // Thread safety: none; one thread (the scheduler's event loop) owns a SchedulerState. The outbox
 // must not call back into the state.
@@ -290,6 +291,17 @@ class SchedulerState {
   /// placed again; `kept` ones are running there.
   void on_steal_reply(PeerId worker, std::span<const std::string_view> stolen,
                       std::span<const std::string_view> kept);
+  /// The worker paused (its memory passed its pause threshold) or resumed. A paused worker gets
+  /// no new tasks, as a closing one, but reversibly: it keeps what it runs and holds, and
+  /// placement considers it again once it resumes.
+  void on_worker_paused(PeerId worker, bool paused);
+  /// The worker no longer holds `keys` (a spilled value could not be read back): it stops being
+  /// their holder, a key held nowhere else is recomputed if still needed, and its tasks that
+  /// needed those keys start over (they could not read them).
+  void on_data_lost(PeerId worker, std::span<const std::string_view> keys);
+  void on_data_lost(PeerId worker, std::span<const std::string> keys) {
+    on_data_lost(worker, views(keys));
+  }
   /// Checks heartbeats: workers silent for longer than worker_ttl leave (timed_out). Returns them
   /// so the I/O layer can also tell them to shut down if they reappear.
   std::vector<PeerId> on_tick(double now);
@@ -301,6 +313,7 @@ class SchedulerState {
     std::string address;  // data address
     std::uint32_t nthreads = 0;
     bool closing = false;
+    bool paused = false;         // over its memory pause threshold (on_worker_paused)
     std::size_t processing = 0;  // tasks assigned to it and not finished
     std::size_t held = 0;        // keys it holds in memory
     std::uint64_t held_bytes = 0;

@@ -11,7 +11,12 @@
 //   - the child was removed by the scheduler (exit status 3, e.g. it was stopped past
 //     worker-ttl): started again, without a WorkerDied (the scheduler already knows);
 //   - the child exited with status 0 (the scheduler shut down) or 4 (it lost the scheduler): the
-//     nanny leaves too.
+//     nanny leaves too;
+//   - the child's memory (RSS, polled every memory_monitor_interval_ms) passed memory_terminate
+//     of memory_limit: the nanny kills it (SIGKILL, as dask terminates) and reports it as a death
+//     with the cause "exceeded its memory limit (RSS 1.9 GB of 2.0 GB; ...)", then restarts it as
+//     after a crash.
+// After every death the nanny empties scratch_directory (what the dead worker spilled).
 // stop() forwards a signal to the child, waits stop_timeout for it to finish its running tasks
 // and exit, then kills it. Without a word from the scheduler for death_timeout the nanny stops
 // the child the same way and returns NannyExit::scheduler_lost. The child runs in its own process
@@ -33,6 +38,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,10 +69,17 @@ struct NannyOptions {
   /// Removed when the nanny ends. "" = none.
   std::string crash_file;
   comm::CommOptions comm;
+  std::uint64_t memory_limit = 0;             // the worker's, in bytes; 0 = no limit
+  std::optional<double> memory_terminate;     // fraction of memory_limit; nothing = never kill
+  std::uint32_t memory_monitor_interval_ms = 100;
+  /// A directory given to the child as its local directory; its contents are removed after each
+  /// death of the child ("" = none).
+  std::string scratch_directory;
 };
 
-/// Reads [nanny], the worker's connect and death timeouts, and [comm] from a config. Throws
-/// config::ConfigError for a value out of range (max-crashes = 0).
+/// Reads [nanny], the worker's connect and death timeouts, its memory limit and terminate
+/// threshold (for worker.nthreads threads), and [comm] from a config. Throws config::ConfigError
+/// for a value out of range (max-crashes = 0, a bad memory limit).
 NannyOptions nanny_options(const config::Config& config, std::string scheduler_address,
                            std::string worker_name, std::vector<std::string> worker_argv);
 

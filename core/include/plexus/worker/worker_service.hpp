@@ -10,10 +10,17 @@
 // Results stay on the worker that computed them; results up to the inline threshold also ride
 // along with the task-done message so that clients usually need no second round trip.
 //
+// Memory (WorkerOptions::memory, see memory_policy.hpp): results are spilled to disk, least
+// recently used first, when managed memory passes the target or the process's memory passes the
+// spill threshold, and read back when a task, a peer or a client needs them; past the pause
+// threshold the worker starts no new tasks and fetches nothing, and tells the scheduler, until
+// its memory is below it again.
+//
 // Thread safety: run() on one thread; stop(), data_address() and name() from any thread.
 #pragma once
 
 #include <plexus/protocol/comm_options.hpp>
+#include <plexus/worker/memory_policy.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -40,6 +47,10 @@ struct WorkerOptions {
   /// Abstract resources offered to tasks that ask for them, e.g. {{"GPU", 2}}.
   std::vector<std::pair<std::string, double>> resources;
   comm::CommOptions comm;
+  MemoryPolicy memory;  // no limit unless set (worker_options reads worker.memory-*)
+  /// Spilled results go to a fresh subdirectory of this one, removed when the service goes.
+  /// "" = $TMPDIR, else /tmp.
+  std::string local_directory;
 };
 
 /// Parses worker resources as written on the command line and in worker.resources: "GPU=2
@@ -47,7 +58,9 @@ struct WorkerOptions {
 /// entry: no '=', an empty name, an amount that is not a finite number >= 0, or a repeated name.
 std::vector<std::pair<std::string, double>> parse_resources(std::string_view text);
 
-/// Reads [worker] and [comm] from a config; `scheduler_address` as given.
+/// Reads [worker] and [comm] from a config; `scheduler_address` as given. Throws
+/// config::ConfigError for a bad worker.memory-* setting, std::invalid_argument for bad
+/// worker.resources.
 WorkerOptions worker_options(const config::Config& config, std::string scheduler_address);
 
 /// Why run() returned.
