@@ -1267,7 +1267,8 @@ struct SchedulerState::Impl {
     std::make_heap(ready.begin(), ready.end(), ReadyLess{});
   }
 
-  /// Work stealing. Idle threads get nothing from the scheduler's queue when it is empty (or
+  /// Work stealing. A paused worker (memory) starts no new tasks, so everything it has not
+  /// started is asked back as soon as another worker has room. Otherwise: idle threads get nothing from the scheduler's queue when it is empty (or
   /// holds only tasks they may not run), while another worker may still have a backlog assigned
   /// when estimates were lower, or before they joined. Asks each backlogged worker (expected work
   /// per thread above steal_min_backlog_s, more tasks than threads) to hand back its most
@@ -1286,9 +1287,9 @@ struct SchedulerState::Impl {
     std::vector<Index> victims;
     for (const auto& [peer, wi] : worker_index) {
       const Worker& w = workers[wi];
-      if (w.processing.size() > w.nthreads && w.start_s > opt.steal_min_backlog_s) {
-        victims.push_back(wi);
-      }
+      // A paused worker starts nothing new: all it has not started is worth taking.
+      const bool backlog = w.processing.size() > w.nthreads && w.start_s > opt.steal_min_backlog_s;
+      if (backlog || (w.paused && !w.processing.empty())) victims.push_back(wi);
     }
     std::sort(victims.begin(), victims.end(), [this](Index a, Index b) {
       return workers[a].start_s > workers[b].start_s ||
@@ -1304,7 +1305,8 @@ struct SchedulerState::Impl {
       // was asked already.
       const auto pending = static_cast<std::size_t>(std::count_if(
           v.processing.begin(), v.processing.end(), [](const Running& r) { return r.steal_pending; }));
-      const std::size_t half = (v.processing.size() - v.nthreads + 1) / 2;
+      const std::size_t half = v.paused ? v.processing.size()
+                                        : (v.processing.size() - v.nthreads + 1) / 2;
       if (half <= pending) continue;
       const std::size_t want = std::min({room, half - pending, kMaxPerVictim});
       asked.clear();

@@ -905,6 +905,25 @@ TEST_F(StealTest, IdleWorkerGetsTasksHandedBackByABackloggedOne) {
   EXPECT_EQ(st("b"), TaskState::memory);
 }
 
+TEST_F(StealTest, PausedWorkersUnstartedTasksGoToOthers) {
+  SchedulerOptions o;  // 1 ms tasks: no backlog worth stealing from a running worker
+  RecordingOutbox ob;
+  SchedulerState s(o, ob);
+  s.on_client_joined(kC1, "c");
+  s.on_worker_joined(kW1, WorkerInfo{wname(kW1), addr(kW1), 1}, 0);
+  s.on_submit(kC1, std::vector<TaskSpec>{task("a"), task("b")});
+  ASSERT_THAT(ob.computed(kW1), ElementsAre("a", "b"));
+  s.on_worker_paused(kW1, true);
+  s.on_worker_joined(kW2, WorkerInfo{wname(kW2), addr(kW2), 1}, 0);
+  s.on_steal_tick();
+  ASSERT_EQ(s.validate(), std::nullopt);
+  EXPECT_THAT(ob.steals[kW1], UnorderedElementsAre("a", "b"));  // whichever has not started
+  std::vector<std::string_view> stolen{"b"}, kept{"a"};
+  s.on_steal_reply(kW1, stolen, kept);
+  ASSERT_EQ(s.validate(), std::nullopt);
+  EXPECT_THAT(ob.computed(kW2), ElementsAre("b"));
+}
+
 TEST_F(StealTest, TaskAlreadyRunningStaysAndIsNotAskedForTwice) {
   worker(kW1);
   submit(kC1, {task("a"), task("b")});

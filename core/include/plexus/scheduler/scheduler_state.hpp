@@ -34,8 +34,9 @@
 //
 // Work stealing (on_steal_tick): while some worker has idle threads and nothing ready waits for
 // it, workers with a backlog are asked to hand back unstarted tasks (on_steal_reply), which are
-// then placed like any ready task. A task moves only if fetching its inputs costs less than
-// running it, and restricted tasks never move.
+// then placed like any ready task; a paused worker (memory) is asked for everything it has not
+// started. A task moves only if fetching its inputs costs less than running it, and restricted
+// tasks never move.
 //
 // Failure: when a worker leaves, its processing tasks go back to waiting (counting a suspicious
 // death when it did not leave gracefully; past allowed_failures the task errs with
