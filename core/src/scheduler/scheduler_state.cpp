@@ -1266,13 +1266,15 @@ struct SchedulerState::Impl {
     if (!holds(id, wi)) add_link(holders_of(), id, has_what_of(), wi);
   }
 
-  /// Drops worker wi's copy of a memory task that has another holder.
+  /// Drops worker wi's copy of a memory task that has another holder. The wanters hear where
+  /// the value is now: their futures fetch it from the holders they were told.
   void drop_holder(TaskId id, Index wi) {
     const Task& t = tasks[id];
     for (Index i = 0; i < t.holders.size(); ++i) {
       if (t.holders[i].id == wi) {
         out.free_key(workers[wi].peer, t.text.key());
         remove_link(holders_of(), id, i, has_what_of());
+        for (const Link& w : t.wanted_by) report_memory(id, clients[w.id].peer, std::nullopt);
         return;
       }
     }

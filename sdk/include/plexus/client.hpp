@@ -559,8 +559,9 @@ class Client {
   /// them if unset or more than there are), among `workers` (names or data addresses; empty: the
   /// whole cluster); a value on more than n of them loses the extra copies. Receivers are the
   /// workers holding the fewest bytes; they fetch from a holder, as for a dependency. Blocks
-  /// until done. Throws TimeoutError, std::invalid_argument (a future that failed or was
-  /// released, n = 0, an unknown worker), plexus::Error if some copies could not be made.
+  /// until done. Throws TimeoutError, std::invalid_argument (a future that failed, n = 0),
+  /// plexus::Error if the scheduler refuses (an unknown worker, a value no longer in memory) or
+  /// some copies could not be made.
   template <class T>
   void replicate(const std::vector<Future<T>>& futures, std::optional<std::size_t> n = std::nullopt,
                  const std::vector<std::string>& workers = {},
