@@ -780,6 +780,8 @@ struct Client::Impl {
     }
     std::map<std::string, std::size_t> first;  // each key once, with the index of its value
     for (std::size_t i = 0; i < keys.size(); ++i) first.emplace(keys[i], i);
+    std::vector<std::uint64_t> sizes(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) sizes[i] = values[i].size();
     std::vector<std::string> todo;
     if (o.hash) {
       std::vector<std::string> unique;
@@ -808,13 +810,17 @@ struct Client::Impl {
       auto least = std::min_element(targets.begin(), targets.end(),
                                     [](const auto& a, const auto& b) { return a.second < b.second; });
       plan[least->first].push_back(k);
-      least->second += values[first[k]].size();
+      least->second += sizes[first[k]];
     }
     std::vector<std::pair<std::string, std::future<std::string>>> answers;
     for (const auto& [worker_address, ks] : plan) {
       std::vector<std::string> vs;
       vs.reserve(ks.size());
-      for (const auto& k : ks) vs.push_back(values[first[k]]);
+      // A value sent to one worker only is moved into its message, not copied.
+      for (const auto& k : ks) {
+        std::string& v = values[first[k]];
+        vs.push_back(o.broadcast ? v : std::move(v));
+      }
       auto reply = std::make_shared<std::promise<std::string>>();
       answers.emplace_back(worker_address, reply->get_future());
       push_if_open(Command{.type = Command::Type::put,
@@ -841,18 +847,28 @@ struct Client::Impl {
       }
     }
     // What arrived is registered even if some did not: the scheduler then frees it when these
-    // futures go, instead of leaving it on the workers unknown.
+    // futures go, instead of leaving it on the workers unknown. Once the scheduler has answered,
+    // every client (e.g. another one scattering the same value) finds the keys there.
     if (!where.empty()) {
-      Command c{.type = Command::Type::scatter};
+      auto reply = std::make_shared<std::promise<std::string>>();
+      auto registered = reply->get_future();
+      Command c{.type = Command::Type::scatter, .reply = std::move(reply)};
       for (auto& [k, ws] : where) {
         c.holders.push_back(k);
-        c.sizes.push_back(values[first[k]].size());
+        c.sizes.push_back(sizes[first[k]]);
         c.where.push_back(ws);
       }
-      std::lock_guard lock(core->mu);
-      check_open_locked();
-      for (const auto& [k, ws] : where) mark_scattered_locked(k, ws);
-      core->push(std::move(c));  // under mu: before any submit that uses these futures
+      {
+        std::lock_guard lock(core->mu);
+        check_open_locked();
+        for (const auto& [k, ws] : where) mark_scattered_locked(k, ws);
+        core->push(std::move(c));  // under mu: before any submit that uses these futures
+      }
+      if (registered.wait_until(deadline) != std::future_status::ready) {
+        throw TimeoutError("scatter: the scheduler did not register the values within " +
+                           std::to_string(o.timeout.count()) + " ms");
+      }
+      registered.get();
     }
     if (timed_out) throw TimeoutError("scatter: " + failure);
     if (!failure.empty()) throw Error("scatter: " + failure);
@@ -1063,8 +1079,10 @@ struct Client::Impl {
             auto w = out.strs(c.where[i]);
             ks.push_back(wire::CreateScatteredKey(out.fbb(), k, c.sizes[i], w));
           }
+          const std::uint64_t id = next_request++;
           flush_specs();  // in order with this turn's submits
-          out.add(wire::CreateScatter(out.fbb(), out.fbb().CreateVector(ks)));
+          out.add(wire::CreateScatter(out.fbb(), id, out.fbb().CreateVector(ks)));
+          infos.emplace(id, std::move(c.reply));
           break;
         }
         case Command::Type::replicate:

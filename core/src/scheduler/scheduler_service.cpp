@@ -510,6 +510,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
                       std::span(key_views).subspan(ranges[i].first, ranges[i].second)});
     }
     state.on_scatter(peer, keys);
+    reply(peer, m.request_id(), "null", {});
   }
 
   // The live workers that run under a nanny (a nanny with the worker's name is connected): a

@@ -1730,11 +1730,13 @@ void SchedulerState::on_retry(PeerId client, std::span<const std::string_view> k
   Impl& s = *impl_;
   if (s.find_client(client) == kNone) return;
   std::vector<TaskId> stack;
+  std::vector<TaskId> reset;
   for (const std::string_view key : keys) {
     const TaskId id = s.find_task(key);
     if (id == kNone || s.tasks[id].state != TaskState::erred) continue;
     // The key and every erred dependency it failed through start over as released.
     stack.push_back(id);
+    reset.clear();
     while (!stack.empty()) {
       const TaskId x = stack.back();
       stack.pop_back();
@@ -1743,9 +1745,15 @@ void SchedulerState::on_retry(PeerId client, std::span<const std::string_view> k
       if (t.state != TaskState::erred || s.is_scattered_task(x)) continue;
       s.set_state(x, TaskState::released);
       s.died_on.erase(x);
+      reset.push_back(x);
       for (const Link& l : t.deps) stack.push_back(l.id);
     }
     s.compute_released(id, false);
+    // The key errs again at once when a lost scattered key is among its dependencies; the
+    // dependencies reset with it that a client wants still run.
+    if (!s.scattered.empty()) {
+      for (const TaskId x : reset) s.compute_released(x, false);
+    }
     s.drain_releases();
   }
   s.schedule();

@@ -530,8 +530,9 @@ class Client {
   /// result(). The scheduler holds them like results, released when their futures go, but with
   /// no lineage: if every worker holding a value dies, its future and the tasks waiting for it
   /// fail with DataLostError ("scattered data K was lost with worker W ...; scatter it again").
-  /// Blocks until the workers have the values. Throws TimeoutError, std::invalid_argument for an
-  /// unknown worker in options.workers, plexus::Error when a worker refuses the values.
+  /// Blocks until the workers have the values and the scheduler knows where. Throws
+  /// TimeoutError, std::invalid_argument for an unknown worker in options.workers, plexus::Error
+  /// when a worker refuses the values.
   ///
   ///   auto parts = client.scatter(std::vector<std::int64_t>{1, 2, 3});   // three futures
   ///   auto total = client.submit<std::int64_t>("math.sum", parts);       // 6

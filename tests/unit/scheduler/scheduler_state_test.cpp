@@ -1840,3 +1840,223 @@ TEST_F(SchedulerDataTest, RestartWithoutNanniesAnswersAtOnce) {
 
 }  // namespace
 }  // namespace plexus::sched
+
+namespace plexus::sched {
+namespace {
+
+// Random scatters, copies, moves, deaths and restarts mixed with tasks that use scattered keys:
+// the invariants hold after every event, every request is answered exactly once, and once every
+// client has left nothing is left.
+class DataRandomRun {
+ public:
+  explicit DataRandomRun(std::uint32_t seed) : rng_(seed), state_(SchedulerOptions{}, out_) {}
+
+  void run(int steps) {
+    for (PeerId c : {kC1, kC2}) state_.on_client_joined(c, "c");
+    join();
+    join();
+    for (int i = 0; i < steps; ++i) {
+      step();
+      absorb();
+      if (auto v = state_.validate()) FAIL() << "step " << i << ": " << *v;
+    }
+    // Settle: every copy arrives, and workers join until the restarts have their workers back.
+    for (int round = 0; round < 100 && (!copies_.empty() || answered_.size() < asked_); ++round) {
+      while (!copies_.empty()) {
+        const auto [w, key] = copies_.back();
+        copies_.pop_back();
+        state_.on_keys_copied(w, key, 8, now_);
+        absorb();
+      }
+      if (answered_.size() < asked_) join();
+      absorb();
+      ASSERT_EQ(state_.validate(), std::nullopt);
+    }
+    EXPECT_EQ(answered_.size(), asked_) << "requests without an answer";
+    for (PeerId c : {kC1, kC2}) state_.on_client_left(c);
+    ASSERT_EQ(state_.validate(), std::nullopt);
+    EXPECT_EQ(state_.task_count(), 0u);
+  }
+
+ private:
+  std::size_t pick(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+  bool chance(double p) { return std::bernoulli_distribution(p)(rng_); }
+
+  void join() {
+    const PeerId w = next_worker_++;
+    live_.push_back(w);
+    state_.on_worker_joined(w, WorkerInfo{wname(w), addr(w), 2}, now_);
+  }
+
+  const std::string& any_key() { return keys_[pick(keys_.size())]; }
+
+  std::vector<std::string_view> some_keys() {
+    std::vector<std::string_view> ks;
+    for (std::size_t n = 1 + pick(3); n > 0 && !keys_.empty(); --n) ks.push_back(any_key());
+    return ks;
+  }
+
+  std::vector<std::string> some_workers() {
+    std::vector<std::string> ws;
+    if (chance(0.5) || live_.empty()) return ws;
+    ws.push_back(wname(live_[pick(live_.size())]));
+    if (chance(0.1)) ws.push_back("ghost");
+    return ws;
+  }
+
+  void absorb() {
+    std::size_t nc = 0, nf = 0, ncopy = 0;
+    for (const auto call : out_.log) {
+      if (call == RecordingOutbox::Call::compute) {
+        const auto& c = out_.computes[nc++];
+        running_.emplace_back(c.worker, c.key);
+      } else if (call == RecordingOutbox::Call::free_key) {
+        const auto& f = out_.frees[nf++];
+        std::erase(running_, std::pair{f.worker, f.key});
+      } else if (call == RecordingOutbox::Call::copy) {
+        const auto& c = out_.copies[ncopy++];
+        copies_.emplace_back(c.worker, c.key);
+      }
+    }
+    for (const auto& r : out_.replies) {
+      EXPECT_TRUE(answered_.insert(r.request_id).second) << "answered twice: " << r.request_id;
+    }
+    out_.clear();
+  }
+
+  void leave(std::size_t i) {
+    const PeerId w = live_[i];
+    live_.erase(live_.begin() + static_cast<std::ptrdiff_t>(i));
+    std::erase_if(running_, [w](const auto& r) { return r.first == w; });
+    std::erase_if(copies_, [w](const auto& c) { return c.first == w; });
+  }
+
+  void step() {
+    now_ += 0.01;
+    const std::size_t op = pick(100);
+    const PeerId client = chance(0.5) ? kC1 : kC2;
+    if (op < 15) {  // scatter, on live workers (and sometimes one that left)
+      std::vector<std::string> where;
+      for (PeerId w : live_) {
+        if (chance(0.5)) where.push_back(addr(w));
+      }
+      if (where.empty() || chance(0.1)) where.push_back(addr(900));
+      const std::string key = chance(0.2) && !keys_.empty() ? any_key()
+                                                            : "s" + std::to_string(keys_.size());
+      if (key[0] == 's' && std::find(keys_.begin(), keys_.end(), key) == keys_.end()) {
+        keys_.push_back(key);
+      }
+      std::vector<std::string_view> views(where.begin(), where.end());
+      const ScatteredKeyView k{key, 1 + pick(500), views};
+      state_.on_scatter(client, std::span(&k, 1));
+    } else if (op < 27) {  // a task on some keys
+      std::vector<std::string> deps;
+      for (auto k : some_keys()) {
+        if (std::find(deps.begin(), deps.end(), k) == deps.end()) deps.emplace_back(k);
+      }
+      keys_.push_back("t" + std::to_string(keys_.size()));
+      state_.on_submit(client, {task(keys_.back(), deps)});
+    } else if (op < 40) {  // a task finishes
+      if (!running_.empty()) {
+        const auto r = running_[pick(running_.size())];
+        std::erase(running_, r);
+        state_.on_task_done(r.first, r.second, 1 + pick(500), std::nullopt, 0.001, now_);
+      }
+    } else if (op < 48) {  // replicate
+      auto ws = some_workers();
+      std::vector<std::string_view> wv(ws.begin(), ws.end());
+      ++asked_;
+      state_.on_replicate(client, next_request_++, some_keys(), static_cast<std::uint32_t>(pick(4)),
+                          wv);
+    } else if (op < 54) {  // rebalance
+      auto ws = some_workers();
+      std::vector<std::string_view> wv(ws.begin(), ws.end());
+      ++asked_;
+      state_.on_rebalance(client, next_request_++,
+                          chance(0.5) ? std::vector<std::string_view>{} : some_keys(), wv);
+    } else if (op < 70) {  // a copy ends
+      if (!copies_.empty()) {
+        const std::size_t i = pick(copies_.size());
+        const auto [w, key] = copies_[i];
+        copies_.erase(copies_.begin() + static_cast<std::ptrdiff_t>(i));
+        if (chance(0.8)) {
+          state_.on_keys_copied(w, key, 8, now_);
+        } else {
+          state_.on_copy_failed(w, key, now_);
+        }
+      }
+    } else if (op < 80) {  // release
+      if (!keys_.empty()) state_.on_release(client, std::vector<std::string>{any_key()});
+    } else if (op < 84) {  // hold
+      if (!keys_.empty()) state_.on_hold(client, some_keys());
+    } else if (op < 88) {  // a worker joins
+      if (live_.size() < 5) join();
+    } else if (op < 94) {  // a worker dies
+      if (!live_.empty()) {
+        const std::size_t i = pick(live_.size());
+        const PeerId w = live_[i];
+        leave(i);
+        state_.on_worker_left(w, WorkerExit::lost, now_);
+      }
+    } else if (op < 97) {  // a worker cannot fetch a dependency
+      if (!running_.empty() && !keys_.empty()) {
+        const auto r = running_[pick(running_.size())];
+        std::erase(running_, r);
+        state_.on_missing_deps(r.first, r.second, std::vector<std::string>{any_key()});
+      }
+    } else if (op < 98) {  // retry
+      if (!keys_.empty()) state_.on_retry(client, some_keys());
+    } else {  // restart; some workers are under a nanny
+      std::vector<PeerId> supervised;
+      for (PeerId w : live_) {
+        if (chance(0.5)) supervised.push_back(w);
+      }
+      ++asked_;
+      state_.on_restart(client, next_request_++, supervised);
+      for (PeerId w : supervised) leave(static_cast<std::size_t>(
+          std::find(live_.begin(), live_.end(), w) - live_.begin()));
+      running_.clear();
+    }
+  }
+
+  std::mt19937 rng_;
+  RecordingOutbox out_;
+  SchedulerState state_;
+  double now_ = 0;
+  PeerId next_worker_ = 100;
+  std::vector<PeerId> live_;
+  std::vector<std::string> keys_;
+  std::vector<std::pair<PeerId, std::string>> running_;  // computes not yet finished
+  std::vector<std::pair<PeerId, std::string>> copies_;   // copies not yet ended
+  std::uint64_t next_request_ = 1;
+  std::size_t asked_ = 0;
+  std::set<std::uint64_t> answered_;
+};
+
+TEST_F(SchedulerDataTest, RetryThroughALostScatteredKeyStillRunsTheOtherFailedDependencies) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1});
+  submit(kC1, {task("a"), task("gate"), task("y", {"x", "a", "gate"})});
+  fail(out.computes.at(0).worker, "a");  // y errs through a
+  EXPECT_EQ(st("y"), TaskState::erred);
+  leave(kW1);  // and x is lost
+  EXPECT_EQ(st("x"), TaskState::erred);
+  out.clear();
+  state.on_retry(kC1, std::vector<std::string_view>{"y"});
+  check();
+  EXPECT_EQ(st("y"), TaskState::erred);  // x cannot come back
+  EXPECT_EQ(st("a"), TaskState::processing);  // but a, which the client wants, runs again
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+}
+
+TEST(SchedulerDataRandomTest, InvariantsHoldAndEveryRequestIsAnswered) {
+  for (std::uint32_t seed = 1; seed <= 30; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    DataRandomRun(seed).run(1500);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
+}  // namespace
+}  // namespace plexus::sched
