@@ -31,6 +31,9 @@ class QueueOutbox : public SchedulerOutbox {
   void report(PeerId, const KeyReport&) override {}
   void shutdown_worker(PeerId, std::string_view) override {}
   void steal(PeerId, std::span<const std::string_view>) override {}
+  void copy_key(PeerId, const DepLocation&) override {}
+  void restart_worker(PeerId, bool) override {}
+  void reply(PeerId, std::uint64_t, std::string_view, std::string_view) override {}
 
   std::deque<std::pair<PeerId, std::string>> pending;
 };

@@ -42,7 +42,8 @@ say "exceeded its memory limit").
 Exit status: 0 stopped (signal or scheduler shutdown); 1 error (e.g. the scheduler cannot be
 reached within worker.connect-timeout-ms); 3 removed by the scheduler (no heartbeat within
 scheduler.worker-ttl-ms; --no-nanny only, a nanny restarts it); 4 the scheduler was lost (silent
-for worker.death-timeout-ms); 5 the nanny gave up after nanny.max-crashes deaths.)";
+for worker.death-timeout-ms); 5 the nanny gave up after nanny.max-crashes deaths; 6 the cluster
+restarted (--no-nanny only when run by a nanny: the nanny starts it again at once).)";
 
 std::string host_name() {
   char host[256] = {0};
@@ -186,6 +187,7 @@ int main(int argc, char** argv) {
     switch (how) {
       case plexus::worker::WorkerExit::removed: return 3;
       case plexus::worker::WorkerExit::scheduler_lost: return 4;
+      case plexus::worker::WorkerExit::restart: return 6;
       default: return 0;
     }
   } catch (const std::exception& e) {

@@ -199,6 +199,40 @@ TEST_F(BadInputTest, MalformedMessagesGetProtocolErrorAndSchedulerKeepsServing) 
   EXPECT_TRUE(cluster_->scheduler().running());
 }
 
+// ---- bad scatters ----
+
+TEST_F(BadInputTest, PutDataWithMissingValuesIsRefusedAndTheWorkerKeepsServing) {
+  start();
+  client_->wait_for_workers(1, 20s);
+  const std::string worker = client_->scheduler_info().workers.at(0).address;
+  zmq::socket_t raw(comm::context(), zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(worker);
+  wire::OutBatch b;
+  const std::vector<std::string> keys{"int64-a", "int64-b"};
+  b.add(wire::CreatePutData(b.fbb(), 7, b.strs(keys)));
+  const auto bytes = b.finish();
+  raw.send(zmq::const_buffer(bytes.data(), bytes.size()), zmq::send_flags::sndmore);
+  raw.send(zmq::str_buffer("one value only"), zmq::send_flags::none);
+  zmq::pollitem_t item{raw.handle(), 0, ZMQ_POLLIN, 0};
+  ASSERT_EQ(zmq::poll(&item, 1, 10s), 1) << "no answer from the worker";
+  std::vector<zmq::message_t> frames;
+  comm::recv_multipart(raw, frames, false);
+  ASSERT_FALSE(frames.empty());
+  const wire::Batch* batch = wire::verify_batch(frames[0].data(), frames[0].size(), {});
+  ASSERT_TRUE(batch && batch->messages() && batch->messages()->size() == 1);
+  const auto* stored = batch->messages()->Get(0)->msg_as_DataStored();
+  ASSERT_NE(stored, nullptr);
+  EXPECT_EQ(stored->request_id(), 7u);
+  EXPECT_EQ(wire::view(stored->error()), "PutData announces 2 values but carries 1");
+  EXPECT_THAT(client_->has_what().at(worker), ::testing::IsEmpty());
+  // Scattering to a worker that is not connected is refused before anything is sent.
+  EXPECT_THROW(client_->scatter(std::int64_t{1}, {.workers = {"tcp://127.0.0.1:1"}}),
+               std::invalid_argument);
+  auto x = client_->scatter(std::int64_t{5});
+  EXPECT_EQ(client_->submit<std::int64_t>("math.inc", x).result(10s), 6);
+}
+
 // ---- configuration files ----
 
 TEST(ConfigFileTest, MissingConfigFileIsNamed) {

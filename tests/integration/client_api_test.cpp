@@ -11,11 +11,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <numeric>
 #include <optional>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,7 +26,9 @@ namespace plexus::testing {
 namespace {
 
 using namespace std::chrono_literals;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 
 constexpr const char* kHexKey = "-[0-9a-f]{32}$";
 constexpr const char* kUuidKey = "-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$";
@@ -527,6 +531,168 @@ TEST_P(ClientApiTest, PublishedDatasetsOutliveTheirFuturesAndReachOtherClients) 
   EXPECT_THROW(client().publish_dataset("bad", std::vector<Future<std::int64_t>>{
                                                    client().future<std::int64_t>("no-such-key")}),
                std::invalid_argument);
+}
+
+// ---- data movement: scatter, replicate, rebalance, restart ----
+
+// Data addresses of the workers, in the scheduler's order, once both have joined.
+std::vector<std::string> worker_addresses(Client& c) {
+  c.wait_for_workers(2, 20s);
+  std::vector<std::string> out;
+  for (const auto& w : c.scheduler_info().workers) out.push_back(w.address);
+  return out;
+}
+
+std::uint64_t held_bytes_of(Client& c, const std::string& address) {
+  for (const auto& w : c.scheduler_info().workers) {
+    if (w.address == address) return w.held_bytes;
+  }
+  return 0;
+}
+
+TEST_P(ClientApiTest, ScatteredValuesAreTaskArgumentsAndComeBack) {
+  auto xs = client().scatter(std::vector<std::int64_t>{1, 2, 3});
+  ASSERT_EQ(xs.size(), 3u);
+  for (const auto& x : xs) {
+    EXPECT_EQ(x.status(), FutureStatus::finished);  // on the workers when scatter returns
+    EXPECT_TRUE(key_matches(x.key(), "int64", kHexKey)) << x.key();
+  }
+  EXPECT_EQ(client().submit<std::int64_t>("math.sum", xs).result(10s), 6);
+  EXPECT_EQ(client().submit<std::int64_t>("math.inc", xs[1]).result(10s), 3);
+  EXPECT_EQ(xs[2].result(10s), 3);
+  // A large value travels to a worker and back in frames of its own.
+  const std::string big(300000, 'z');
+  auto b = client().scatter(big);
+  EXPECT_TRUE(key_matches(b.key(), "string", kHexKey)) << b.key();
+  EXPECT_EQ(client().submit<std::string>("testing.echo", b).result(10s).size(), big.size());
+  EXPECT_EQ(b.result(10s), big);
+  // Vectors scatter element by element; wrapped, one vector is one value (key "list-...").
+  auto v = client().scatter(std::vector<std::vector<std::int64_t>>{{4, 5, 6}});
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_TRUE(key_matches(v[0].key(), "list", kHexKey)) << v[0].key();
+  EXPECT_EQ(client().submit<std::int64_t>("math.sum", v[0]).result(10s), 15);
+  EXPECT_TRUE(client().scatter(std::vector<std::int64_t>{}).empty());
+}
+
+TEST_P(ClientApiTest, ScatterPlacesValuesWhereAskedOrEverywhere) {
+  const auto addresses = worker_addresses(client());
+  ASSERT_EQ(addresses.size(), 2u);
+  // Without a choice, equal values go to the worker holding the least: round robin here.
+  auto spread = client().scatter(std::vector<std::int64_t>{20, 21, 22, 23}, {.hash = false});
+  std::map<std::string, int> per_worker;
+  for (const auto& [key, where] : client().who_has(spread)) {
+    ASSERT_EQ(where.size(), 1u) << key;
+    ++per_worker[where[0]];
+  }
+  EXPECT_THAT(per_worker, ElementsAre(::testing::Pair(addresses[0], 2), ::testing::Pair(addresses[1], 2)));
+
+  auto everywhere = client().scatter(std::int64_t{5}, {.broadcast = true});
+  auto holders = client().who_has(std::vector<Future<std::int64_t>>{everywhere});
+  EXPECT_THAT(holders[std::string(everywhere.key())], ::testing::UnorderedElementsAreArray(addresses));
+
+  auto there = client().scatter(std::vector<std::int64_t>{10, 11, 12}, {.workers = {addresses[1]}});
+  for (const auto& [key, where] : client().who_has(there)) {
+    EXPECT_THAT(where, ElementsAre(addresses[1])) << key;
+  }
+  EXPECT_THROW(client().scatter(std::int64_t{1}, {.workers = {"no-such-worker"}}),
+               std::invalid_argument);
+}
+
+TEST_P(ClientApiTest, ScatterWithHashReusesAValueTheClusterHolds) {
+  const auto addresses = worker_addresses(client());
+  ASSERT_EQ(addresses.size(), 2u);
+  auto a = client().scatter(std::string("shared"), {.workers = {addresses[0]}});
+  // Another client scatters the same value elsewhere: same key, and the copy that exists is used.
+  auto b = second().scatter(std::string("shared"), {.workers = {addresses[1]}});
+  EXPECT_EQ(a.key(), b.key());
+  EXPECT_EQ(b.status(), FutureStatus::finished);
+  EXPECT_THAT(second().who_has(std::vector<std::string>{std::string(b.key())})[std::string(b.key())],
+              ElementsAre(addresses[0]));
+  // The first client lets go: the second client's future keeps it.
+  const std::string key(a.key());
+  a = Future<std::string>();
+  EXPECT_EQ(b.result(10s), "shared");
+  EXPECT_EQ(second().submit<std::string>("testing.echo", b).result(10s), "shared");
+  // hash = false: a fresh key every time.
+  auto c1 = client().scatter(std::string("shared"), {.hash = false});
+  auto c2 = client().scatter(std::string("shared"), {.hash = false});
+  EXPECT_NE(c1.key(), c2.key());
+  EXPECT_NE(c1.key(), key);
+  EXPECT_TRUE(key_matches(c1.key(), "string", kUuidKey)) << c1.key();
+}
+
+TEST_P(ClientApiTest, ReplicateCopiesValuesToNWorkers) {
+  const auto addresses = worker_addresses(client());
+  ASSERT_EQ(addresses.size(), 2u);
+  auto xs = client().scatter(std::vector<std::int64_t>{1, 2}, {.workers = {addresses[0]}});
+  auto y = client().submit<std::int64_t>("math.inc", std::int64_t{100});
+  std::vector<Future<std::int64_t>> all{xs[0], xs[1], y};
+  client().replicate(all);  // every worker
+  for (const auto& [key, where] : client().who_has(all)) {
+    EXPECT_THAT(where, ::testing::UnorderedElementsAreArray(addresses)) << key;
+  }
+  client().replicate(all, 1);  // back to one copy each
+  for (const auto& [key, where] : client().who_has(all)) EXPECT_EQ(where.size(), 1u) << key;
+  EXPECT_EQ(client().gather(all), (std::vector<std::int64_t>{1, 2, 101}));
+  EXPECT_THROW(client().replicate(all, 0), std::invalid_argument);
+  EXPECT_THROW(client().replicate(all, 2, {"no-such-worker"}), Error);
+  auto bad = client().submit<std::int64_t>("testing.fail", std::string("no"));
+  EXPECT_THROW(client().replicate(std::vector<Future<std::int64_t>>{bad}), std::invalid_argument);
+}
+
+TEST_P(ClientApiTest, RebalanceEvensOutHeldBytes) {
+  const auto addresses = worker_addresses(client());
+  ASSERT_EQ(addresses.size(), 2u);
+  std::vector<std::string> values;
+  for (int i = 0; i < 10; ++i) values.push_back(std::string(20000, static_cast<char>('a' + i)));
+  auto fs = client().scatter(values, {.workers = {addresses[0]}});
+  const std::uint64_t total = held_bytes_of(client(), addresses[0]);
+  ASSERT_GE(total, 200000u);
+  EXPECT_EQ(held_bytes_of(client(), addresses[1]), 0u);
+  client().rebalance(fs);
+  for (const auto& a : addresses) {
+    EXPECT_EQ(held_bytes_of(client(), a), total / 2) << a;  // ten equal values: five each
+  }
+  for (const auto& [key, where] : client().who_has(fs)) EXPECT_EQ(where.size(), 1u) << key;
+  EXPECT_EQ(client().gather(fs), values);
+  client().rebalance();  // every value; already even: nothing moves
+  for (const auto& a : addresses) EXPECT_EQ(held_bytes_of(client(), a), total / 2) << a;
+}
+
+TEST_P(ClientApiTest, RestartCancelsEveryFutureAndTheClusterWorksAfter) {
+  client().wait_for_workers(2, 20s);
+  // Under a nanny (tcp, ipc) the worker processes are replaced; inproc workers stay.
+  std::optional<int> pid_before;
+  if (cluster_) pid_before = cluster_->worker_pid(0);
+  auto running = client().submit<std::int64_t>("testing.sleep_ms", std::int64_t{800});
+  auto finished = client().submit<std::int64_t>("math.inc", std::int64_t{1});
+  ASSERT_EQ(finished.result(10s), 2);
+  auto scattered = client().scatter(std::int64_t{77});
+  auto other = second().submit<std::int64_t>("math.inc", std::int64_t{2});
+  ASSERT_EQ(other.result(10s), 3);
+  client().restart(60s);
+  EXPECT_EQ(client().scheduler_info().workers.size(), 2u);  // as many as before
+  if (cluster_) {
+    ASSERT_TRUE(pid_before);
+    EXPECT_TRUE(cluster_->worker_pid(0, 10s, *pid_before)) << "worker 0 was not restarted";
+  }
+  for (const auto* f : {&running, &finished, &scattered}) {
+    EXPECT_EQ(f->status(), FutureStatus::cancelled) << f->key();
+    try {
+      f->result(1s);
+      ADD_FAILURE() << "no error for " << f->key();
+    } catch (const CancelledError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("the cluster restarted"));
+    }
+  }
+  EXPECT_TRUE(other.wait(10s));
+  EXPECT_EQ(other.status(), FutureStatus::cancelled);  // every client's futures
+  EXPECT_EQ(client().scheduler_info().tasks, 0u);
+  for (const auto& [address, keys] : client().has_what()) EXPECT_THAT(keys, IsEmpty()) << address;
+  // The cluster works after: tasks, scatter and dependencies.
+  EXPECT_EQ(client().submit<std::int64_t>("math.inc", std::int64_t{41}).result(20s), 42);
+  auto x = client().scatter(std::int64_t{8});
+  EXPECT_EQ(client().submit<std::int64_t>("math.square", x).result(20s), 64);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, ClientApiTest, ::testing::Values("tcp", "ipc", "inproc"),

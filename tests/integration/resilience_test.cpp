@@ -269,6 +269,50 @@ TEST(ResilienceTest, SumTreeSurvivesTheDeathOfAnIntermediateHolder) {
   cluster.stop();
 }
 
+// A scattered value has no lineage: when its only holder is SIGKILLed (its nanny reports the
+// death at once), its future and the future of a task waiting for it fail with DataLostError
+// instead of hanging, and nothing tries to compute it.
+TEST(ResilienceTest, ScatteredValueLostWithItsOnlyHolderFailsItsFutureAndItsDependents) {
+  ProcessCluster cluster({.n_workers = 2, .nthreads = 2});
+  Client client(cluster.address());
+  client.wait_for_workers(2, 20s);
+  TempDir tmp;
+  const std::string gate_file = tmp.file("gate");
+  auto x = client.scatter(std::int64_t{41}, {.workers = {"w0"}});
+  ASSERT_EQ(x.status(), FutureStatus::finished);
+  SubmitOptions impure;
+  impure.pure = false;
+  auto gate = client.submit<std::int64_t>(impure, "testing.wait_file", gate_file,
+                                          std::int64_t{30000});
+  auto y = client.submit<std::int64_t>("testing.gated_add", x, std::int64_t{1}, gate);
+  EXPECT_EQ(y.status(), FutureStatus::pending);  // waits for the gate
+  const auto pid = cluster.worker_pid(0);
+  ASSERT_TRUE(pid);
+  ASSERT_EQ(::kill(*pid, SIGKILL), 0);
+
+  const std::string expected = "scattered data " + std::string(x.key()) +
+                               " was lost with worker w0 (killed by signal SIGKILL); it cannot "
+                               "be recomputed: scatter it again";
+  for (const auto* f : {&x, &y}) {
+    ASSERT_TRUE(f->wait(20s)) << f->key() << " still pending";
+    try {
+      f->result(1s);
+      ADD_FAILURE() << "no error for " << f->key();
+    } catch (const DataLostError& e) {
+      EXPECT_EQ(e.kind(), TaskError::Kind::lost);
+      EXPECT_EQ(e.remote_message(), expected) << f->key();
+    }
+  }
+  // The cluster goes on: the gate opens, and the value scattered again is usable.
+  std::ofstream(gate_file) << "open\n";
+  EXPECT_GE(gate.result(30s), 0);
+  auto again = client.scatter(std::int64_t{41});
+  EXPECT_EQ(again.key(), x.key());
+  EXPECT_EQ(client.submit<std::int64_t>("math.inc", again).result(30s), 42);
+  client.close();
+  cluster.stop();
+}
+
 // A task that segfaults every time fails with KilledWorker after exactly allowed-failures + 1
 // attempts, naming each death and its cause; the other tasks of its map succeed.
 TEST(ResilienceTest, PoisonTaskFailsWithKilledWorkerAfterAllowedFailuresPlusOneAttempts) {

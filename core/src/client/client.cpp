@@ -107,7 +107,14 @@ struct Placement {
 };
 
 struct Command {
-  enum class Type { submit, fetch, cancel, info, retry, fire_and_forget, worker_logs, want } type;
+  enum class Type {
+    submit, fetch, cancel, info, retry, fire_and_forget, worker_logs, want,
+    put,        // values to one worker's data address (scatter)
+    scatter,    // tells the scheduler where the put values are
+    replicate,  // requests answered by an InfoReply once done
+    rebalance,
+    restart,
+  } type;
   // Built with designated initializers; what a command type does not use stays empty.
   std::vector<PendingTask> tasks{};  // submit
   std::uint32_t retries = 0;
@@ -118,6 +125,12 @@ struct Command {
   wire::InfoKind info_kind = wire::InfoKind::scheduler_info;
   std::uint64_t count = 0;                             // info (logs), worker_logs: lines
   std::shared_ptr<std::promise<std::string>> reply{};  // info, worker_logs: the JSON answer
+  // put: `key` is the worker's data address, `holders` the keys and `values` their values.
+  std::vector<std::string> values{};
+  // scatter: `holders` are the keys, each with its size and the workers that have it.
+  std::vector<std::uint64_t> sizes{};
+  std::vector<std::vector<std::string>> where{};
+  std::vector<std::string> workers{};  // replicate, rebalance: names or data addresses
 };
 
 // Submitters wait while this many tasks are queued for the I/O thread, so a client that maps
@@ -551,6 +564,10 @@ struct Client::Impl {
       }
     }
     log_requests.clear();
+    for (auto& [id, put] : puts) {
+      put.reply->set_exception(std::make_exception_ptr(ConnectionError(reason)));
+    }
+    puts.clear();
     for (FutureState* s : core->futures) {
       if (s->status == FutureStatus::pending ||
           (s->status == FutureStatus::finished && !s->has_value)) {
@@ -693,6 +710,226 @@ struct Client::Impl {
     return answer.get();
   }
 
+  // Sends a request that the scheduler answers when it is done (replicate, rebalance, restart);
+  // returns its JSON answer. A refusal throws plexus::Error with the scheduler's message.
+  std::string request(Command c, std::chrono::milliseconds timeout, const std::string& what) {
+    auto reply = std::make_shared<std::promise<std::string>>();
+    auto answer = reply->get_future();
+    c.reply = std::move(reply);
+    push_if_open(std::move(c));
+    if (answer.wait_for(timeout) != std::future_status::ready) {
+      throw TimeoutError(what + ": not done within " + std::to_string(timeout.count()) + " ms");
+    }
+    try {
+      return answer.get();
+    } catch (const SchedulerError& e) {
+      throw Error(e.remote_message());
+    }
+  }
+
+  // A scattered key is in memory on `where`: its future is finished (the value is fetched from
+  // there when asked for). Caller holds core->mu.
+  void mark_scattered_locked(std::string_view key, std::vector<std::string> where) {
+    auto it = core->futures.find(key);
+    if (it == core->futures.end()) return;
+    FutureState* s = *it;
+    s->status = FutureStatus::finished;
+    s->error.reset();
+    s->fetching = false;
+    if (!s->has_value) s->holders = std::make_unique<std::vector<std::string>>(std::move(where));
+    core->cv.notify_all();
+  }
+
+  // The workers a scatter may use, by data address, with the bytes each holds; waits (until
+  // `deadline`) for one to join when there is none.
+  std::vector<std::pair<std::string, std::uint64_t>> scatter_targets(
+      const std::vector<std::string>& wanted, Clock::time_point deadline) {
+    while (true) {
+      const auto left = std::max(std::chrono::milliseconds(0),
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     deadline - Clock::now()));
+      const auto j = nlohmann::json::parse(info(wire::InfoKind::scheduler_info, {}, left));
+      std::vector<std::pair<std::string, std::uint64_t>> found;
+      const auto& workers = j.at("workers");
+      if (wanted.empty()) {
+        for (const auto& [worker_address, w] : workers.items()) {
+          if (!w.value("closing", false)) {
+            found.emplace_back(worker_address, w.value("held_bytes", std::uint64_t{0}));
+          }
+        }
+      } else {
+        for (const auto& name : wanted) {
+          bool matched = false;
+          for (const auto& [worker_address, w] : workers.items()) {
+            if (worker_address != name && w.value("name", "") != name) continue;
+            matched = true;
+            if (std::none_of(found.begin(), found.end(),
+                             [&](const auto& f) { return f.first == worker_address; })) {
+              found.emplace_back(worker_address, w.value("held_bytes", std::uint64_t{0}));
+            }
+          }
+          if (!matched) {
+            throw std::invalid_argument("scatter: no worker named or at '" + name + "'");
+          }
+        }
+      }
+      if (!found.empty()) return found;
+      if (Clock::now() + std::chrono::milliseconds(20) >= deadline) {
+        throw TimeoutError("scatter: no worker joined the cluster to put the values on");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  std::vector<detail::FutureRef> scatter(const std::string& type_name,
+                                         std::vector<std::string> values,
+                                         const ScatterOptions& o) {
+    if (values.empty()) return {};
+    const auto deadline = Clock::now() + o.timeout;
+    auto left = [&] {
+      return std::max(std::chrono::milliseconds(0),
+                      std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                            Clock::now()));
+    };
+    // "list<int64>" values get "list-..." keys: short, and without characters a shell minds.
+    const std::string prefix = type_name.substr(0, type_name.find('<'));
+    std::vector<std::string> keys;
+    keys.reserve(values.size());
+    for (const auto& v : values) {
+      keys.push_back(o.hash ? prefix + task_key(type_name, v).substr(type_name.size())
+                            : random_task_key(prefix));
+    }
+    // The futures first: while they are held, no release of these keys can overtake this call.
+    std::vector<detail::FutureRef> refs;
+    refs.reserve(keys.size());
+    {
+      std::lock_guard lock(core->mu);
+      check_open_locked();
+      for (const auto& k : keys) {
+        bool created = false;
+        refs.emplace_back(acquire_locked(k, created));
+      }
+    }
+    std::map<std::string, std::size_t> first;  // each key once, with the index of its value
+    for (std::size_t i = 0; i < keys.size(); ++i) first.emplace(keys[i], i);
+    std::vector<std::uint64_t> sizes(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) sizes[i] = values[i].size();
+    std::vector<std::string> todo;
+    if (o.hash) {
+      std::vector<std::string> unique;
+      for (const auto& [k, i] : first) unique.push_back(k);
+      const auto held = nlohmann::json::parse(info(wire::InfoKind::hold, unique, left()));
+      std::lock_guard lock(core->mu);
+      for (const auto& [k, where] : held.items()) {
+        mark_scattered_locked(k, where.get<std::vector<std::string>>());
+      }
+      for (const auto& k : unique) {
+        if (!held.contains(k)) todo.push_back(k);
+      }
+    } else {
+      for (const auto& [k, i] : first) todo.push_back(k);
+    }
+    if (todo.empty()) return refs;
+
+    // Each value to the worker holding the fewest bytes so far, or everywhere (broadcast).
+    auto targets = scatter_targets(o.workers, deadline);
+    std::map<std::string, std::vector<std::string>> plan;  // worker address -> keys
+    for (const auto& k : todo) {
+      if (o.broadcast) {
+        for (const auto& [worker_address, bytes] : targets) plan[worker_address].push_back(k);
+        continue;
+      }
+      auto least = std::min_element(targets.begin(), targets.end(),
+                                    [](const auto& a, const auto& b) { return a.second < b.second; });
+      plan[least->first].push_back(k);
+      least->second += sizes[first[k]];
+    }
+    std::vector<std::pair<std::string, std::future<std::string>>> answers;
+    for (const auto& [worker_address, ks] : plan) {
+      std::vector<std::string> vs;
+      vs.reserve(ks.size());
+      // A value sent to one worker only is moved into its message, not copied.
+      for (const auto& k : ks) {
+        std::string& v = values[first[k]];
+        vs.push_back(o.broadcast ? v : std::move(v));
+      }
+      auto reply = std::make_shared<std::promise<std::string>>();
+      answers.emplace_back(worker_address, reply->get_future());
+      push_if_open(Command{.type = Command::Type::put,
+                           .key = worker_address,
+                           .holders = ks,
+                           .reply = std::move(reply),
+                           .values = std::move(vs)});
+    }
+    std::map<std::string, std::vector<std::string>> where;  // key -> workers that kept it
+    std::string failure;
+    bool timed_out = false;
+    for (auto& [worker_address, answer] : answers) {
+      if (answer.wait_until(deadline) != std::future_status::ready) {
+        timed_out = true;
+        failure = "no answer from the worker at " + worker_address + " within " +
+                  std::to_string(o.timeout.count()) + " ms";
+        continue;
+      }
+      try {
+        answer.get();
+        for (const auto& k : plan[worker_address]) where[k].push_back(worker_address);
+      } catch (const std::exception& e) {
+        failure = "the worker at " + worker_address + " did not keep the values: " + e.what();
+      }
+    }
+    // What arrived is registered even if some did not: the scheduler then frees it when these
+    // futures go, instead of leaving it on the workers unknown. Once the scheduler has answered,
+    // every client (e.g. another one scattering the same value) finds the keys there.
+    if (!where.empty()) {
+      auto reply = std::make_shared<std::promise<std::string>>();
+      auto registered = reply->get_future();
+      Command c{.type = Command::Type::scatter, .reply = std::move(reply)};
+      for (auto& [k, ws] : where) {
+        c.holders.push_back(k);
+        c.sizes.push_back(sizes[first[k]]);
+        c.where.push_back(ws);
+      }
+      {
+        std::lock_guard lock(core->mu);
+        check_open_locked();
+        for (const auto& [k, ws] : where) mark_scattered_locked(k, ws);
+        core->push(std::move(c));  // under mu: before any submit that uses these futures
+      }
+      if (registered.wait_until(deadline) != std::future_status::ready) {
+        throw TimeoutError("scatter: the scheduler did not register the values within " +
+                           std::to_string(o.timeout.count()) + " ms");
+      }
+      registered.get();
+    }
+    if (timed_out) throw TimeoutError("scatter: " + failure);
+    if (!failure.empty()) throw Error("scatter: " + failure);
+    return refs;
+  }
+
+  // The keys of `states`, once each finished (waited for until `timeout`); invalid_argument for
+  // one that failed.
+  std::vector<std::string> finished_keys(const std::vector<const FutureState*>& states,
+                                         Clock::time_point deadline, const char* what) {
+    const auto left = std::max(std::chrono::nanoseconds(0), deadline - Clock::now());
+    if (!detail::futures_wait(states, detail::WaitFor::all, left)) {
+      throw TimeoutError(std::string(what) + ": the futures were not done in time");
+    }
+    std::vector<std::string> keys;
+    std::lock_guard lock(core->mu);
+    for (const FutureState* s : states) {
+      if (s->core != core.get()) {
+        throw std::invalid_argument(std::string(what) + ": a future of another client");
+      }
+      if (s->status != FutureStatus::finished) {
+        throw std::invalid_argument(std::string(what) + ": " + std::string(s->key()) + " is " +
+                                    to_string(s->status) + ", not in memory");
+      }
+      keys.emplace_back(s->key());
+    }
+    return keys;
+  }
+
   // ---- I/O thread ----
   void io_main(std::promise<void>& ready) {
     try {
@@ -772,7 +1009,7 @@ struct Client::Impl {
         }
         peers_changed = false;
       }
-      long timeout = fetches.empty() ? static_cast<long>(heartbeat.count()) : 50;
+      long timeout = fetches.empty() && puts.empty() ? static_cast<long>(heartbeat.count()) : 50;
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
       if (items[1].revents & ZMQ_POLLIN) core->wake.drain();
       for (int i = 0; i < 1024; ++i) {
@@ -876,6 +1113,40 @@ struct Client::Impl {
           const auto kv = out.strs(c.holders);
           flush_specs();  // after this turn's submits: a request may name keys just submitted
           out.add(wire::CreateInfoRequest(out.fbb(), id, c.info_kind, kv, c.count));
+          infos.emplace(id, std::move(c.reply));
+          break;
+        }
+        case Command::Type::put:
+          send_put(c);
+          break;
+        case Command::Type::scatter: {
+          std::vector<fb::Offset<wire::ScatteredKey>> ks;
+          for (std::size_t i = 0; i < c.holders.size(); ++i) {
+            auto k = out.str(c.holders[i]);
+            auto w = out.strs(c.where[i]);
+            ks.push_back(wire::CreateScatteredKey(out.fbb(), k, c.sizes[i], w));
+          }
+          const std::uint64_t id = next_request++;
+          flush_specs();  // in order with this turn's submits
+          out.add(wire::CreateScatter(out.fbb(), id, out.fbb().CreateVector(ks)));
+          infos.emplace(id, std::move(c.reply));
+          break;
+        }
+        case Command::Type::replicate:
+        case Command::Type::rebalance:
+        case Command::Type::restart: {
+          const std::uint64_t id = next_request++;
+          const auto kv = out.strs(c.holders);
+          const auto wv = out.strs(c.workers);
+          flush_specs();  // after this turn's submits: the request may name keys just submitted
+          if (c.type == Command::Type::replicate) {
+            out.add(wire::CreateReplicate(out.fbb(), id, kv, static_cast<std::uint32_t>(c.count),
+                                          wv));
+          } else if (c.type == Command::Type::rebalance) {
+            out.add(wire::CreateRebalance(out.fbb(), id, kv, wv));
+          } else {
+            out.add(wire::CreateRestart(out.fbb(), id));
+          }
           infos.emplace(id, std::move(c.reply));
           break;
         }
@@ -1047,6 +1318,26 @@ struct Client::Impl {
     fetches[id] = {key, Fetch{std::move(holders), index, Clock::now() + core->fetch_timeout}};
   }
 
+  // PutData to one worker: the batch, then the values as frames of their own (not copied again:
+  // each frame owns its string until ZeroMQ has sent it).
+  void send_put(Command& c) {
+    const std::uint64_t id = next_request++;
+    wire::OutBatch b;
+    b.add(wire::CreatePutData(b.fbb(), id, b.strs(c.holders)));
+    auto bytes = b.finish();
+    zmq::socket_t& s = peer(c.key);
+    s.send(zmq::buffer(bytes.data(), bytes.size()),
+           c.values.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+    for (std::size_t i = 0; i < c.values.size(); ++i) {
+      auto* owned = new std::string(std::move(c.values[i]));
+      zmq::message_t frame(owned->data(), owned->size(),
+                           [](void*, void* hint) { delete static_cast<std::string*>(hint); },
+                           owned);
+      s.send(frame, i + 1 < c.values.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    }
+    puts.emplace(id, Put{std::move(c.reply), Clock::now() + core->fetch_timeout});
+  }
+
   void fetch_lost(const std::string& key, const std::vector<std::string>& holders) {
     std::string where;
     for (const auto& h : holders) where += (where.empty() ? "" : ", ") + h;
@@ -1064,6 +1355,15 @@ struct Client::Impl {
 
   void expire_fetches() {
     auto now = Clock::now();
+    for (auto it = puts.begin(); it != puts.end();) {
+      if (it->second.deadline <= now) {
+        it->second.reply->set_exception(
+            std::make_exception_ptr(TimeoutError("no answer from the worker")));
+        it = puts.erase(it);
+      } else {
+        ++it;
+      }
+    }
     std::vector<std::pair<std::string, Fetch>> retry;
     for (auto it = fetches.begin(); it != fetches.end();) {
       if (it->second.second.deadline <= now) {
@@ -1100,6 +1400,19 @@ struct Client::Impl {
         log_requests.erase(it);
         gather->lines[worker_address] = wire::strings(m->lines());
         if (--gather->waiting == 0) gather->reply->set_value(gather->lines.dump());
+        continue;
+      }
+      if (env && env->msg_type() == wire::Msg::DataStored) {
+        const auto* m = env->msg_as_DataStored();
+        auto it = puts.find(m->request_id());
+        if (it == puts.end()) continue;
+        if (m->error() && m->error()->size() > 0) {
+          it->second.reply->set_exception(
+              std::make_exception_ptr(Error(std::string(wire::view(m->error())))));
+        } else {
+          it->second.reply->set_value("");
+        }
+        puts.erase(it);
         continue;
       }
       if (!env || env->msg_type() != wire::Msg::DataReply) continue;
@@ -1151,6 +1464,12 @@ struct Client::Impl {
   std::vector<fb::Offset<fb::String>> cancels;
   std::vector<fb::Offset<fb::String>> wants;
   std::unordered_map<std::uint64_t, std::pair<std::string, Fetch>> fetches;
+  // PutData sent, by request id, until the worker's DataStored.
+  struct Put {
+    std::shared_ptr<std::promise<std::string>> reply;
+    Clock::time_point deadline;
+  };
+  std::unordered_map<std::uint64_t, Put> puts;
   std::unordered_map<std::uint64_t, std::shared_ptr<std::promise<std::string>>> infos;
   // One get_worker_logs call: answered once every worker it asked has replied.
   struct LogGather {
@@ -1412,6 +1731,60 @@ void Client::wait_for_workers(std::size_t n, std::chrono::milliseconds timeout) 
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+std::vector<detail::FutureRef> Client::scatter_encoded(const std::string& type_name,
+                                                       std::vector<std::string> values,
+                                                       const ScatterOptions& options) {
+  return impl_->scatter(type_name, std::move(values), options);
+}
+
+void Client::replicate_states(const std::vector<const detail::FutureState*>& states,
+                              std::optional<std::size_t> n,
+                              const std::vector<std::string>& workers,
+                              std::chrono::milliseconds timeout) {
+  if (n && *n == 0) throw std::invalid_argument("replicate: n must be at least 1");
+  if (states.empty()) return;
+  const auto deadline = Clock::now() + timeout;
+  auto keys = impl_->finished_keys(states, deadline, "replicate");
+  const auto left = std::max(std::chrono::milliseconds(0),
+                             std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 deadline - Clock::now()));
+  const auto answer = nlohmann::json::parse(impl_->request(
+      Command{.type = Command::Type::replicate,
+              .holders = std::move(keys),
+              .count = n ? std::min<std::size_t>(*n, UINT32_MAX) : 0,
+              .workers = workers},
+      left, "replicate"));
+  if (const auto failed = answer.value("failed", 0u); failed > 0) {
+    throw Error("replicate: " + std::to_string(failed) + " of " +
+                std::to_string(failed + answer.value("copied", 0u)) +
+                " copies could not be made (no holder could serve them, or the receiver left)");
+  }
+}
+
+void Client::rebalance_states(const std::vector<const detail::FutureState*>& states,
+                              const std::vector<std::string>& workers,
+                              std::chrono::milliseconds timeout, bool some) {
+  if (some && states.empty()) return;
+  const auto deadline = Clock::now() + timeout;
+  std::vector<std::string> keys;
+  if (some) keys = impl_->finished_keys(states, deadline, "rebalance");
+  const auto left = std::max(std::chrono::milliseconds(0),
+                             std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 deadline - Clock::now()));
+  const auto answer = nlohmann::json::parse(impl_->request(
+      Command{.type = Command::Type::rebalance, .holders = std::move(keys), .workers = workers},
+      left, "rebalance"));
+  if (const auto failed = answer.value("failed", 0u); failed > 0) {
+    throw Error("rebalance: " + std::to_string(failed) + " of " +
+                std::to_string(failed + answer.value("moved", 0u)) +
+                " moves could not be made (no holder could serve them, or the receiver left)");
+  }
+}
+
+void Client::restart(std::chrono::milliseconds timeout) {
+  impl_->request(Command{.type = Command::Type::restart}, timeout, "restart");
 }
 
 detail::FutureRef Client::submit_encoded(const SubmitOptions& options, EncodedCall call) {

@@ -198,6 +198,40 @@ struct SchedulerService::Impl final : SchedulerOutbox {
     p.batch.add(wire::CreateStealRequest(p.batch.fbb(), p.batch.strs(keys)));
   }
 
+  // In order with the computes and frees around it (a key freed and then copied back, or the
+  // other way round, must arrive in that order).
+  void copy_key(PeerId worker, const DepLocation& d) override {
+    Pending& p = pending(worker);
+    close_computes(p);
+    close_frees(p);
+    auto& b = p.batch;
+    auto hv = b.strs(d.holders);
+    auto k = b.str(d.key);
+    const auto loc = wire::CreateDepLocation(b.fbb(), k, hv, d.nbytes);
+    b.add(wire::CreateCopyKeys(b.fbb(), b.fbb().CreateVector(&loc, 1)));
+  }
+
+  void restart_worker(PeerId worker, bool exit) override {
+    Pending& p = pending(worker);
+    close_computes(p);
+    close_frees(p);
+    p.batch.add(wire::CreateRestartWorker(p.batch.fbb(), exit));
+  }
+
+  void reply(PeerId client, std::uint64_t request_id, std::string_view json,
+             std::string_view error) override {
+    if (client >= kFirstInternalPeer) return;
+    Pending& p = pending(client);
+    auto& b = p.batch;
+    // The reports made before the answer (e.g. a restart's cancellations) go before it.
+    if (!p.reports.empty()) {
+      b.add(wire::CreateReports(b.fbb(), b.fbb().CreateVector(p.reports)));
+      p.reports.clear();
+    }
+    b.add(error.empty() ? wire::CreateInfoReply(b.fbb(), request_id, b.str(json), 0)
+                        : wire::CreateInfoReply(b.fbb(), request_id, 0, b.str(error)));
+  }
+
   // ---- sending ----
   void flush() {
     for (PeerId peer : dirty) {
@@ -466,6 +500,50 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         answer_info(peer, *env.msg_as_InfoRequest());
         return;
       }
+      case wire::Msg::Scatter: {
+        if (!client) break;
+        on_scatter(peer, *env.msg_as_Scatter());
+        return;
+      }
+      case wire::Msg::Replicate: {
+        if (!client) break;
+        const auto* m = env.msg_as_Replicate();
+        views_of(m->keys());
+        worker_views.clear();
+        wire::append_views(m->workers(), worker_views);
+        state.on_replicate(peer, m->request_id(), key_views, m->n(), worker_views);
+        return;
+      }
+      case wire::Msg::Rebalance: {
+        if (!client) break;
+        const auto* m = env.msg_as_Rebalance();
+        views_of(m->keys());
+        worker_views.clear();
+        wire::append_views(m->workers(), worker_views);
+        state.on_rebalance(peer, m->request_id(), key_views, worker_views);
+        return;
+      }
+      case wire::Msg::Restart: {
+        if (!client) break;
+        log->warn("restarting the cluster: requested by client peer={} name='{}'", peer, pr.name);
+        state.on_restart(peer, env.msg_as_Restart()->request_id(), supervised_workers());
+        return;
+      }
+      case wire::Msg::KeysCopied: {
+        if (!worker) break;
+        const auto* m = env.msg_as_KeysCopied();
+        if (m->copied()) {
+          for (flatbuffers::uoffset_t i = 0; i < m->copied()->size(); ++i) {
+            const std::uint64_t nbytes =
+                m->nbytes() && i < m->nbytes()->size() ? m->nbytes()->Get(i) : 0;
+            state.on_keys_copied(peer, wire::view(m->copied()->Get(i)), nbytes, now);
+          }
+        }
+        if (m->failed()) {
+          for (const auto* k : *m->failed()) state.on_copy_failed(peer, wire::view(k), now);
+        }
+        return;
+      }
       case wire::Msg::WorkerDied: {
         if (pr.role != Role::nanny) break;
         const auto* m = env.msg_as_WorkerDied();
@@ -483,6 +561,44 @@ struct SchedulerService::Impl final : SchedulerOutbox {
     }
     protocol_error(peer, std::string("unexpected message '") + wire::EnumNameMsg(env.msg_type()) +
                              "' from a " + role_name(pr.role));
+  }
+
+  // A client's scattered values: views into the message (holders of every key in one vector).
+  void on_scatter(PeerId peer, const wire::Scatter& m) {
+    if (!m.keys()) return;
+    key_views.clear();
+    std::vector<std::pair<std::size_t, std::size_t>> ranges;
+    for (const wire::ScatteredKey* k : *m.keys()) {
+      const std::size_t first = key_views.size();
+      if (k) wire::append_views(k->holders(), key_views);
+      ranges.emplace_back(first, key_views.size() - first);
+    }
+    std::vector<ScatteredKeyView> keys;
+    for (flatbuffers::uoffset_t i = 0; i < m.keys()->size(); ++i) {
+      const wire::ScatteredKey* k = m.keys()->Get(i);
+      if (!k || !k->key() || k->key()->size() == 0) {
+        protocol_error(peer, "scattered value without a key dropped");
+        continue;
+      }
+      keys.push_back({wire::view(k->key()), k->nbytes(),
+                      std::span(key_views).subspan(ranges[i].first, ranges[i].second)});
+    }
+    state.on_scatter(peer, keys);
+    reply(peer, m.request_id(), "null", {});
+  }
+
+  // The live workers that run under a nanny (a nanny with the worker's name is connected): a
+  // restart makes them exit, for their nannies to start fresh processes.
+  std::vector<PeerId> supervised_workers() const {
+    std::unordered_set<std::string> nannies;
+    for (const auto& [id, pr] : peers) {
+      if (pr.role == Role::nanny) nannies.insert(pr.name);
+    }
+    std::vector<PeerId> out_peers;
+    for (const auto& w : state.workers()) {
+      if (nannies.count(w.name) > 0) out_peers.push_back(w.peer);
+    }
+    return out_peers;
   }
 
   // Views of a message's strings, in the reused key_views (valid until the next call).
@@ -567,6 +683,9 @@ struct SchedulerService::Impl final : SchedulerOutbox {
         break;
       case wire::InfoKind::logs:
         j = recent_log_lines(static_cast<std::size_t>(r.count()), {"scheduler"});
+        break;
+      case wire::InfoKind::hold:
+        for (auto& [key, where] : state.on_hold(peer, key_views)) j[key] = std::move(where);
         break;
       case wire::InfoKind::has_what:
         if (key_views.empty()) {
@@ -732,7 +851,7 @@ struct SchedulerService::Impl final : SchedulerOutbox {
   struct Restrictions {
     std::size_t spec, first_worker, workers, first_resource, resources;
   };
-  std::vector<std::string_view> worker_views;
+  std::vector<std::string_view> worker_views;  // also replicate's and rebalance's workers
   std::vector<ResourceView> resource_views;
   std::vector<Restrictions> restriction_ranges;
   std::string bound;

@@ -675,6 +675,7 @@ struct SchedulerState::Impl {
       restrictions.erase(id);
       t.restricted = false;
     }
+    if (!scattered.empty()) scattered.erase(id);
     if (t.state == TaskState::erred) errors.erase(id);
     t.text.reset();
     t.deps.release();
@@ -751,6 +752,10 @@ struct SchedulerState::Impl {
       recompute_stack.pop_back();
       Task& t = tasks[id];
       if (!t.alive || t.state != TaskState::released || !needed(t)) continue;
+      if (is_scattered_task(id)) {  // no lineage: it cannot be computed
+        set_erred(id, scattered_lost(id, "after it was released (no future held it)"));
+        continue;
+      }
       if (after_loss) ++counters.tasks_recomputed;
       std::shared_ptr<const ErrorInfo> err;
       for (const Link& l : t.deps) {
@@ -1382,6 +1387,7 @@ struct SchedulerState::Impl {
                    std::string_view traceback = {}) {
     if (cause.empty()) cause = default_death_cause(how);
     Worker& w = workers[wi];
+    if (!transfers.empty()) fail_transfers_to(w.peer);
     if (w.heap_pos != kNone) heap_remove(wi);
     w.alive = false;
     if (how == WorkerExit::timed_out) timed_out.insert(w.peer);
@@ -1431,6 +1437,10 @@ struct SchedulerState::Impl {
     for (const TaskId id : lost) {
       const Task& t = tasks[id];
       if (!t.alive || t.state != TaskState::released) continue;
+      if (is_scattered_task(id)) {
+        lose_scattered(id, "with worker " + w.name + " (" + std::string(cause) + ")");
+        continue;
+      }
       if (needed(t)) {
         compute_released(id, true);
       } else {
@@ -1449,6 +1459,216 @@ struct SchedulerState::Impl {
     free_workers.push_back(wi);
     drain_releases();
     schedule();
+  }
+
+  // ---- data movement: scatter, replicate, rebalance, restart ----
+  //
+  // Kept apart from the task hot path: the hooks elsewhere are a check of `scattered` where a
+  // task would be computed or recovered, and of `transfers` when a worker leaves.
+
+  // Scattered tasks: their data came from a client, so they have no lineage and are never
+  // computed. An id leaves the set when its record is forgotten.
+  std::unordered_set<TaskId> scattered;
+
+  // A client's replicate, rebalance or restart request, answered through out.reply() once done.
+  enum class OpKind : std::uint8_t { replicate, rebalance, restart };
+  struct Op {
+    OpKind kind = OpKind::replicate;
+    PeerId client = 0;
+    std::uint64_t request_id = 0;
+    std::uint32_t outstanding = 0;  // copies asked for that have not ended
+    std::uint32_t copied = 0;
+    std::uint32_t failed = 0;       // no holder could serve the copy, or its receiver left
+    std::uint32_t dropped = 0;      // replicate: extra copies freed
+    std::size_t workers = 0;        // restart: connected workers to wait for
+  };
+  std::map<std::uint64_t, Op> ops;  // by op id, in the order they were asked
+  std::uint64_t next_op = 1;
+  // A copy that op `op` waits for; a move (rebalance) frees the copy on `from` once the receiver
+  // has one.
+  struct Transfer {
+    std::uint64_t op = 0;
+    bool move = false;
+    PeerId from = 0;
+  };
+  // Copies asked of workers, by (receiving worker, key): one copy_key each, however many ops wait
+  // on it. Keyed by the key's text, not its id, so a key forgotten meanwhile cannot alias another.
+  std::map<std::pair<PeerId, std::string>, std::vector<Transfer>> transfers;
+
+  bool is_scattered_task(TaskId id) const { return !scattered.empty() && scattered.count(id) > 0; }
+
+  std::shared_ptr<const ErrorInfo> scattered_lost(TaskId id, std::string_view how) const {
+    auto e = std::make_shared<ErrorInfo>();
+    e->kind = ErrorKind::lost;
+    e->type = "LostScatteredData";
+    e->message = "scattered data " + std::string(tasks[id].text.key()) + " was lost " +
+                 std::string(how) + "; it cannot be recomputed: scatter it again";
+    return e;
+  }
+
+  /// A scattered task lost its last holder (leave_memory made it released): it errs, with the
+  /// dependents waiting for it, if anything still needs it; otherwise it simply goes.
+  void lose_scattered(TaskId id, std::string_view how) {
+    if (needed(tasks[id])) {
+      set_erred(id, scattered_lost(id, how));
+    } else {
+      release_work.push_back(id);
+    }
+  }
+
+  bool holds(TaskId id, Index wi) const {
+    for (const Link& h : tasks[id].holders) {
+      if (h.id == wi) return true;
+    }
+    return false;
+  }
+
+  void add_holder(TaskId id, Index wi) {
+    if (!holds(id, wi)) add_link(holders_of(), id, has_what_of(), wi);
+  }
+
+  /// Drops worker wi's copy of a memory task that has another holder. The wanters hear where
+  /// the value is now: their futures fetch it from the holders they were told.
+  void drop_holder(TaskId id, Index wi) {
+    const Task& t = tasks[id];
+    for (Index i = 0; i < t.holders.size(); ++i) {
+      if (t.holders[i].id == wi) {
+        out.free_key(workers[wi].peer, t.text.key());
+        remove_link(holders_of(), id, i, has_what_of());
+        for (const Link& w : t.wanted_by) report_memory(id, clients[w.id].peer, std::nullopt);
+        return;
+      }
+    }
+  }
+
+  std::uint64_t held_bytes(Index wi) const {
+    std::uint64_t n = 0;
+    for (const Link& l : workers[wi].has_what) n += tasks[l.id].nbytes;
+    return n;
+  }
+
+  /// The live workers named by `who` (names or data addresses; empty: every live worker that is
+  /// not closing), in peer order; or the message naming one that is not connected.
+  std::optional<std::string> resolve_workers(std::span<const std::string_view> who,
+                                             std::vector<Index>& found) const {
+    found.clear();
+    if (who.empty()) {
+      for (const auto& [peer, wi] : worker_index) {
+        if (!workers[wi].closing) found.push_back(wi);
+      }
+    } else {
+      for (const std::string_view name : who) {
+        Index match = kNone;
+        for (const auto& [peer, wi] : worker_index) {
+          if (workers[wi].address == name || workers[wi].name == name) match = wi;
+        }
+        if (match == kNone) return "no worker named or at '" + std::string(name) + "'";
+        if (std::find(found.begin(), found.end(), match) == found.end()) found.push_back(match);
+      }
+    }
+    std::sort(found.begin(), found.end(),
+              [this](Index a, Index b) { return workers[a].peer < workers[b].peer; });
+    return std::nullopt;
+  }
+
+  /// The ids of `keys`, each in memory and listed once; or the message naming one that is not.
+  std::optional<std::string> memory_tasks(std::span<const std::string_view> asked,
+                                          std::vector<TaskId>& ids) const {
+    ids.clear();
+    for (const std::string_view key : asked) {
+      const TaskId id = find_task(key);
+      if (id == kNone) return "the scheduler does not know key " + std::string(key);
+      if (tasks[id].state != TaskState::memory) {
+        return "key " + std::string(key) + " is not in memory (it is " +
+               to_string(tasks[id].state) + ")";
+      }
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    }
+    return std::nullopt;
+  }
+
+  std::uint64_t new_op(OpKind kind, PeerId client, std::uint64_t request_id) {
+    const std::uint64_t id = next_op++;
+    Op& op = ops[id];
+    op.kind = kind;
+    op.client = client;
+    op.request_id = request_id;
+    return id;
+  }
+
+  bool copy_pending(TaskId id, Index to) const {
+    return transfers.count({workers[to].peer, std::string(tasks[id].text.key())}) > 0;
+  }
+
+  /// Asks worker `to` for a copy of memory task `id` for op `op`; a move frees the copy on
+  /// `from` once it has arrived.
+  void request_copy(std::uint64_t op, TaskId id, Index to, Index from = kNone) {
+    const Task& t = tasks[id];
+    auto& waiting = transfers[{workers[to].peer, std::string(t.text.key())}];
+    waiting.push_back(Transfer{op, from != kNone, from != kNone ? workers[from].peer : 0});
+    ++ops.at(op).outstanding;
+    if (waiting.size() > 1) return;  // asked already, for another op
+    DepLocation loc;
+    loc.key = t.text.key();
+    loc.nbytes = t.nbytes;
+    if (from != kNone) loc.holders.push_back(workers[from].address);  // the sender serves it
+    for (const Link& h : t.holders) {
+      if (h.id != from) loc.holders.push_back(workers[h.id].address);
+    }
+    out.copy_key(workers[to].peer, loc);
+  }
+
+  enum class CopyEnd : std::uint8_t { copied, failed, gone };
+
+  /// One copy that an op waited for has ended.
+  void end_transfer(const Transfer& tr, CopyEnd how) {
+    auto it = ops.find(tr.op);
+    if (it == ops.end()) return;
+    Op& op = it->second;
+    if (how == CopyEnd::copied) ++op.copied;
+    if (how == CopyEnd::failed) ++op.failed;
+    if (--op.outstanding == 0) finish_op(tr.op);
+  }
+
+  void finish_op(std::uint64_t id) {
+    auto it = ops.find(id);
+    if (it == ops.end()) return;
+    const Op op = it->second;
+    ops.erase(it);
+    std::string json;
+    switch (op.kind) {
+      case OpKind::replicate:
+        json = "{\"copied\":" + std::to_string(op.copied) + ",\"failed\":" +
+               std::to_string(op.failed) + ",\"dropped\":" + std::to_string(op.dropped) + "}";
+        break;
+      case OpKind::rebalance:
+        json = "{\"moved\":" + std::to_string(op.copied) + ",\"failed\":" +
+               std::to_string(op.failed) + "}";
+        break;
+      case OpKind::restart:
+        json = "{\"workers\":" + std::to_string(worker_index.size()) + "}";
+        break;
+    }
+    out.reply(op.client, op.request_id, json, {});
+  }
+
+  /// Worker `peer` is leaving: the copies asked of it fail.
+  void fail_transfers_to(PeerId peer) {
+    auto it = transfers.lower_bound({peer, std::string()});
+    while (it != transfers.end() && it->first.first == peer) {
+      const std::vector<Transfer> waiting = std::move(it->second);
+      it = transfers.erase(it);
+      for (const Transfer& tr : waiting) end_transfer(tr, CopyEnd::failed);
+    }
+  }
+
+  /// Answers the restarts whose workers are back.
+  void check_restarts() {
+    std::vector<std::uint64_t> back;
+    for (const auto& [id, op] : ops) {
+      if (op.kind == OpKind::restart && worker_index.size() >= op.workers) back.push_back(id);
+    }
+    for (const std::uint64_t id : back) finish_op(id);
   }
 
   // ---- validation ----
@@ -1676,6 +1896,17 @@ std::optional<std::string> SchedulerState::Impl::validate() const {
   for (const auto& [id, list] : died_on) {
     if (id >= tasks.size() || !tasks[id].alive) return bad("died_on names a dead task");
   }
+  for (const TaskId id : scattered) {
+    if (id >= tasks.size() || !tasks[id].alive) return bad("scattered set names a dead task");
+    if (is_active(tasks[id].state)) return bad(tk(id) + "scattered but computing");
+  }
+  for (const auto& [where, waiting] : transfers) {
+    if (waiting.empty()) return bad("empty transfer list for " + where.second);
+    if (worker_index.count(where.first) == 0) return bad("copy pending on a worker that left");
+    for (const Transfer& tr : waiting) {
+      if (ops.count(tr.op) == 0) return bad("copy of " + where.second + " for a finished op");
+    }
+  }
   return std::nullopt;
 }
 
@@ -1812,22 +2043,31 @@ void SchedulerState::on_retry(PeerId client, std::span<const std::string_view> k
   Impl& s = *impl_;
   if (s.find_client(client) == kNone) return;
   std::vector<TaskId> stack;
+  std::vector<TaskId> reset;
   for (const std::string_view key : keys) {
     const TaskId id = s.find_task(key);
     if (id == kNone || s.tasks[id].state != TaskState::erred) continue;
     // The key and every erred dependency it failed through start over as released.
     stack.push_back(id);
+    reset.clear();
     while (!stack.empty()) {
       const TaskId x = stack.back();
       stack.pop_back();
       Task& t = s.tasks[x];
-      if (t.state != TaskState::erred) continue;
+      // A lost scattered key stays erred: only scattering it again brings it back.
+      if (t.state != TaskState::erred || s.is_scattered_task(x)) continue;
       s.set_state(x, TaskState::released);
       s.died_on.erase(x);
       s.crash_reports.erase(x);
+      reset.push_back(x);
       for (const Link& l : t.deps) stack.push_back(l.id);
     }
     s.compute_released(id, false);
+    // The key errs again at once when a lost scattered key is among its dependencies; the
+    // dependencies reset with it that a client wants still run.
+    if (!s.scattered.empty()) {
+      for (const TaskId x : reset) s.compute_released(x, false);
+    }
     s.drain_releases();
   }
   s.schedule();
@@ -2019,6 +2259,7 @@ void SchedulerState::on_worker_joined(PeerId worker, WorkerInfo info, double now
   s.worker_index.emplace(worker, wi);
   s.refresh_worker(wi);
   s.schedule();
+  if (!s.ops.empty()) s.check_restarts();
 }
 
 void SchedulerState::on_worker_left(PeerId worker, WorkerExit how, double /*now*/) {
@@ -2153,6 +2394,11 @@ void SchedulerState::on_missing_deps(PeerId worker, std::string_view key,
   for (const TaskId m : lost) {
     const Task& mt = s.tasks[m];
     if (!mt.alive || mt.state != TaskState::released) continue;
+    if (s.is_scattered_task(m)) {
+      s.lose_scattered(m, "when no worker holding it could serve it to worker " +
+                              s.workers[wi].name);
+      continue;
+    }
     if (Impl::needed(mt)) {
       s.compute_released(m, true);
     } else {
@@ -2270,6 +2516,312 @@ std::vector<PeerId> SchedulerState::on_tick(double now) {
   std::sort(expired.begin(), expired.end());
   for (const PeerId peer : expired) s.worker_left(s.find_worker(peer), WorkerExit::timed_out);
   return expired;
+}
+
+// ---- data movement: scatter, replicate, rebalance, restart ----
+
+void SchedulerState::on_scatter(PeerId client, std::span<const ScatteredKeyView> keys) {
+  Impl& s = *impl_;
+  const Index c = s.ensure_client(client, "");
+  std::vector<Index> where;
+  for (const ScatteredKeyView& k : keys) {
+    where.clear();
+    for (const std::string_view address : k.holders) {
+      for (const auto& [peer, wi] : s.worker_index) {
+        if (s.workers[wi].address == address &&
+            std::find(where.begin(), where.end(), wi) == where.end()) {
+          where.push_back(wi);
+        }
+      }
+    }
+    const std::uint32_t h = KeyIndex::hash(k.key);
+    TaskId id = s.keys.find(k.key, h, s.key_of());
+    if (id == kNone) {
+      if (where.empty()) {
+        ErrorInfo err;
+        err.kind = ErrorKind::lost;
+        err.type = "LostScatteredData";
+        err.message = "scattered data " + std::string(k.key) +
+                      " was lost: none of the workers it was put on is in the cluster any more; "
+                      "scatter it again";
+        KeyReport r;
+        r.key = k.key;
+        r.status = KeyStatus::lost;
+        r.error = &err;
+        s.out.report(client, r);
+        continue;
+      }
+      id = s.new_task(TaskSpecView{k.key, "scatter", {}, {}, 0, 0}, h);
+      s.scattered.insert(id);
+      add_link(s.wanted_by_of(), id, s.wants_of(), c);
+      s.tasks[id].nbytes = k.nbytes;
+      for (const Index wi : where) s.add_holder(id, wi);
+      s.set_state(id, TaskState::memory);
+      s.report_memory(id, client, std::nullopt);
+      continue;
+    }
+    Task& t = s.tasks[id];
+    if (t.state == TaskState::memory) {  // held already: one more copy
+      for (const Index wi : where) s.add_holder(id, wi);
+      s.want(c, id);
+    } else if (s.is_scattered_task(id) && !where.empty()) {  // lost or released: back again
+      t.nbytes = k.nbytes;
+      for (const Index wi : where) s.add_holder(id, wi);
+      s.set_state(id, TaskState::memory);
+      bool wanted = false;
+      for (const Link& w : t.wanted_by) wanted = wanted || w.id == c;
+      if (!wanted) add_link(s.wanted_by_of(), id, s.wants_of(), c);
+      for (const Link& w : t.wanted_by) s.report_memory(id, s.clients[w.id].peer, std::nullopt);
+    } else if (s.is_scattered_task(id)) {
+      s.want(c, id);  // errs (lost) or stays erred: the client hears which
+    } else {
+      ErrorInfo err;
+      err.kind = ErrorKind::scheduler_error;
+      err.type = "KeyInUse";
+      err.message = "cannot scatter under key " + std::string(k.key) + ": it is a task's key (" +
+                    to_string(t.state) + ")";
+      KeyReport r;
+      r.key = k.key;
+      r.status = KeyStatus::erred;
+      r.error = &err;
+      s.out.report(client, r);
+      for (const Index wi : where) s.out.free_key(s.workers[wi].peer, k.key);
+    }
+    s.drain_releases();
+  }
+  s.schedule();
+}
+
+std::vector<std::pair<std::string, std::vector<std::string>>> SchedulerState::on_hold(
+    PeerId client, std::span<const std::string_view> keys) {
+  Impl& s = *impl_;
+  std::vector<std::pair<std::string, std::vector<std::string>>> held;
+  const Index c = s.ensure_client(client, "");
+  for (const std::string_view key : keys) {
+    const TaskId id = s.find_task(key);
+    if (id == kNone || s.tasks[id].state != TaskState::memory) continue;
+    s.want(c, id);
+    std::vector<std::string> where;
+    for (const Link& h : s.tasks[id].holders) where.push_back(s.workers[h.id].address);
+    held.emplace_back(std::string(key), std::move(where));
+  }
+  return held;
+}
+
+void SchedulerState::on_replicate(PeerId client, std::uint64_t request_id,
+                                  std::span<const std::string_view> keys, std::uint32_t n,
+                                  std::span<const std::string_view> workers) {
+  Impl& s = *impl_;
+  std::vector<Index> targets;
+  std::vector<TaskId> ids;
+  std::optional<std::string> err = s.resolve_workers(workers, targets);
+  if (!err) err = s.memory_tasks(keys, ids);
+  if (!err && targets.empty()) err = "there are no workers to copy to";
+  if (err) {
+    s.out.reply(client, request_id, {}, "replicate: " + *err);
+    return;
+  }
+  const std::uint64_t op = s.new_op(Impl::OpKind::replicate, client, request_id);
+  std::vector<std::uint64_t> load(s.workers.size(), 0);
+  for (const Index wi : targets) load[wi] = s.held_bytes(wi);
+  const std::size_t want = n == 0 ? targets.size() : std::min<std::size_t>(n, targets.size());
+  std::vector<Index> have, lack;
+  for (const TaskId id : ids) {
+    have.clear();
+    lack.clear();
+    std::size_t coming = 0;
+    for (const Index wi : targets) {
+      if (s.holds(id, wi)) {
+        have.push_back(wi);
+      } else if (s.copy_pending(id, wi)) {
+        ++coming;
+      } else {
+        lack.push_back(wi);
+      }
+    }
+    const std::uint64_t nb = s.tasks[id].nbytes;
+    auto lighter = [&](Index a, Index b) {
+      return load[a] != load[b] ? load[a] < load[b] : s.workers[a].peer < s.workers[b].peer;
+    };
+    if (have.size() + coming < want) {
+      std::sort(lack.begin(), lack.end(), lighter);
+      const std::size_t more = std::min(lack.size(), want - have.size() - coming);
+      for (std::size_t i = 0; i < more; ++i) {
+        s.request_copy(op, id, lack[i]);
+        load[lack[i]] += nb;
+      }
+    } else if (have.size() > want) {
+      // Extra copies go from the most loaded holders first; want >= 1 keeps one.
+      std::sort(have.begin(), have.end(), [&](Index a, Index b) { return lighter(b, a); });
+      for (std::size_t i = 0; i < have.size() - want; ++i) {
+        s.drop_holder(id, have[i]);
+        load[have[i]] -= std::min(load[have[i]], nb);
+        ++s.ops.at(op).dropped;
+      }
+    }
+  }
+  if (s.ops.at(op).outstanding == 0) s.finish_op(op);
+}
+
+void SchedulerState::on_rebalance(PeerId client, std::uint64_t request_id,
+                                  std::span<const std::string_view> keys,
+                                  std::span<const std::string_view> workers) {
+  Impl& s = *impl_;
+  std::vector<Index> targets;
+  std::vector<TaskId> ids;
+  std::optional<std::string> err = s.resolve_workers(workers, targets);
+  if (!err) err = s.memory_tasks(keys, ids);
+  if (err) {
+    s.out.reply(client, request_id, {}, "rebalance: " + *err);
+    return;
+  }
+  // The keys that count: those asked for, or every key the workers hold.
+  std::unordered_set<TaskId> in_set(ids.begin(), ids.end());
+  const bool all_keys = keys.empty();
+  auto counts = [&](TaskId id) { return all_keys || in_set.count(id) > 0; };
+  std::vector<std::uint64_t> load(s.workers.size(), 0);
+  std::uint64_t total = 0;
+  for (const Index wi : targets) {
+    for (const Link& l : s.workers[wi].has_what) {
+      if (counts(l.id)) load[wi] += s.tasks[l.id].nbytes;
+    }
+    total += load[wi];
+  }
+  const std::uint64_t op = s.new_op(Impl::OpKind::rebalance, client, request_id);
+  const double mean =
+      targets.empty() ? 0 : static_cast<double>(total) / static_cast<double>(targets.size());
+  std::vector<Index> senders;
+  for (const Index wi : targets) {
+    if (static_cast<double>(load[wi]) > mean) senders.push_back(wi);
+  }
+  std::sort(senders.begin(), senders.end(), [&](Index a, Index b) {
+    return load[a] != load[b] ? load[a] > load[b] : s.workers[a].peer < s.workers[b].peer;
+  });
+  std::vector<TaskId> mine;
+  for (const Index from : senders) {
+    mine.clear();
+    for (const Link& l : s.workers[from].has_what) {
+      if (counts(l.id)) mine.push_back(l.id);
+    }
+    std::sort(mine.begin(), mine.end(), [&](TaskId a, TaskId b) {
+      const Task& ta = s.tasks[a];
+      const Task& tb = s.tasks[b];
+      return ta.nbytes != tb.nbytes ? ta.nbytes > tb.nbytes : ta.text.key() < tb.text.key();
+    });
+    for (const TaskId id : mine) {
+      if (static_cast<double>(load[from]) <= mean) break;
+      const std::uint64_t nb = s.tasks[id].nbytes;
+      if (nb == 0) continue;
+      Index to = kNone;
+      for (const Index wi : targets) {
+        if (wi == from || s.workers[wi].closing || s.holds(id, wi) || s.copy_pending(id, wi)) {
+          continue;
+        }
+        if (to == kNone || load[wi] < load[to]) to = wi;
+      }
+      // Only below the mean, and only while the move narrows the gap between the two.
+      if (to == kNone || static_cast<double>(load[to]) >= mean || load[to] + nb >= load[from]) {
+        continue;
+      }
+      s.request_copy(op, id, to, from);
+      load[from] -= nb;
+      load[to] += nb;
+    }
+  }
+  if (s.ops.at(op).outstanding == 0) s.finish_op(op);
+}
+
+void SchedulerState::on_keys_copied(PeerId worker, std::string_view key, std::uint64_t nbytes,
+                                    double now) {
+  Impl& s = *impl_;
+  const Index wi = s.reporting_worker(worker, now);
+  if (wi == kNone) return;
+  std::vector<Impl::Transfer> waiting;
+  if (auto it = s.transfers.find({worker, std::string(key)}); it != s.transfers.end()) {
+    waiting = std::move(it->second);
+    s.transfers.erase(it);
+  }
+  const TaskId id = s.find_task(key);
+  const bool kept = id != kNone && s.tasks[id].state == TaskState::memory;
+  if (kept) {
+    if (s.tasks[id].nbytes == 0) s.tasks[id].nbytes = nbytes;
+    s.add_holder(id, wi);
+  } else {
+    s.out.free_key(worker, key);  // released meanwhile (or never asked for)
+  }
+  for (const Impl::Transfer& tr : waiting) {
+    if (kept && tr.move) {
+      const Index from = s.find_worker(tr.from);
+      if (from != kNone && from != wi && s.tasks[id].holders.size() > 1) s.drop_holder(id, from);
+    }
+    s.end_transfer(tr, kept ? Impl::CopyEnd::copied : Impl::CopyEnd::gone);
+  }
+}
+
+void SchedulerState::on_copy_failed(PeerId worker, std::string_view key, double now) {
+  Impl& s = *impl_;
+  if (s.reporting_worker(worker, now) == kNone) return;
+  auto it = s.transfers.find({worker, std::string(key)});
+  if (it == s.transfers.end()) return;
+  const std::vector<Impl::Transfer> waiting = std::move(it->second);
+  s.transfers.erase(it);
+  for (const Impl::Transfer& tr : waiting) s.end_transfer(tr, Impl::CopyEnd::failed);
+}
+
+void SchedulerState::on_restart(PeerId client, std::uint64_t request_id,
+                                std::span<const PeerId> supervised) {
+  Impl& s = *impl_;
+  const std::size_t before = s.worker_index.size();
+  const Index requester = s.find_client(client);
+  ErrorInfo err;
+  err.kind = ErrorKind::cancelled;
+  err.type = "CancelledError";
+  err.message = "the cluster restarted (restart requested by client " +
+                (requester != kNone && !s.clients[requester].name.empty()
+                     ? s.clients[requester].name
+                     : std::to_string(client)) +
+                ")";
+  // Requests still moving data end now; their copies are moot.
+  s.transfers.clear();
+  while (!s.ops.empty()) {
+    const Impl::Op op = s.ops.begin()->second;
+    s.ops.erase(s.ops.begin());
+    s.out.reply(op.client, op.request_id, {}, "the cluster restarted before this request ended");
+  }
+  // Every want goes (told as cancelled); with no wanter left, every record is forgotten.
+  for (Index ci = 0; ci < s.clients.size(); ++ci) {
+    Client& cl = s.clients[ci];
+    if (!cl.alive) continue;
+    while (!cl.wants.empty()) {
+      const TaskId id = cl.wants.back().id;
+      KeyReport r;
+      r.key = s.tasks[id].text.key();
+      r.status = KeyStatus::cancelled;
+      r.error = &err;
+      s.out.report(cl.peer, r);
+      s.release_work.push_back(id);
+      remove_link(s.wants_of(), ci, list_size(cl.wants) - 1, s.wanted_by_of());
+    }
+  }
+  s.datasets.clear();
+  s.dataset_refs.clear();
+  s.drain_releases();
+  std::vector<std::pair<PeerId, Index>> live(s.worker_index.begin(), s.worker_index.end());
+  std::sort(live.begin(), live.end());
+  for (const auto& [peer, wi] : live) {
+    const bool exits = std::find(supervised.begin(), supervised.end(), peer) != supervised.end();
+    s.out.restart_worker(peer, exits);
+    if (exits) s.worker_left(wi, WorkerExit::graceful, "restarting");
+  }
+  const std::uint64_t op = s.new_op(Impl::OpKind::restart, client, request_id);
+  s.ops.at(op).workers = before;
+  s.check_restarts();
+  s.schedule();
+}
+
+bool SchedulerState::is_scattered(std::string_view key) const {
+  const TaskId id = impl_->find_task(key);
+  return id != kNone && impl_->is_scattered_task(id);
 }
 
 bool SchedulerState::is_worker(PeerId peer) const { return impl_->find_worker(peer) != kNone; }

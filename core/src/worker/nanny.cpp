@@ -37,6 +37,7 @@ using std::chrono::milliseconds;
 // plexus-worker's exit statuses (daemons/worker/main.cpp) that are not deaths.
 constexpr int kWorkerRemoved = 3;        // the scheduler removed it (WorkerExit::removed)
 constexpr int kWorkerSchedulerLost = 4;  // WorkerExit::scheduler_lost
+constexpr int kWorkerRestart = 6;        // WorkerExit::restart: the cluster restarts
 
 // How long a restart waits for the scheduler to confirm the WorkerDied report, so that the new
 // incarnation's Hello cannot overtake the report of the old one's death.
@@ -239,6 +240,14 @@ struct Nanny::Impl {
       log->error("worker failed to start name='{}' ({}); see its error above",
                  options.worker_name, cause);
       leave(NannyExit::failed);
+      return;
+    }
+    if (exited && code == kWorkerRestart) {
+      // Asked for by the scheduler (Client::restart): not a death, so no WorkerDied and no count
+      // against max-crashes; the fresh process starts at once.
+      log->info("worker exited for a cluster restart name='{}': starting it again",
+                options.worker_name);
+      start_child();
       return;
     }
     const bool removed = exited && code == kWorkerRemoved;

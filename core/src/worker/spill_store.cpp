@@ -113,6 +113,13 @@ bool SpillStore::erase(std::string_view key) {
   return true;
 }
 
+std::size_t SpillStore::clear() {
+  const std::size_t n = index_.size();
+  while (!memory_.empty()) drop(memory_.begin());
+  while (!disk_.empty()) drop(disk_.begin());
+  return n;
+}
+
 void SpillStore::drop(Nodes::iterator node) {
   index_.erase(std::string_view(node->key));
   if (node->value) {

@@ -216,6 +216,7 @@ struct FetchState {
   std::size_t next = 0;           // next holder to try
   std::vector<std::string> waiting_tasks;
   bool in_flight = false;
+  bool copy = false;  // the scheduler asked for the key itself (CopyKeys): report the outcome
 };
 
 }  // namespace
@@ -285,6 +286,15 @@ struct WorkerService::Impl {
       b.add(wire::CreateDone(b.fbb(), d, f));
       done_msgs.clear();
       failed_msgs.clear();
+    }
+    if (!copied_keys.empty() || !copy_failed.empty()) {
+      auto c = b.strs(copied_keys);
+      auto n = b.fbb().CreateVector(copied_nbytes);
+      auto f = b.strs(copy_failed);
+      b.add(wire::CreateKeysCopied(b.fbb(), c, n, f));
+      copied_keys.clear();
+      copied_nbytes.clear();
+      copy_failed.clear();
     }
     if (b.empty()) return;
     auto bytes = b.finish();
@@ -538,6 +548,10 @@ struct WorkerService::Impl {
   void fetch_failed(const std::string& dk) {
     auto it = fetches.find(dk);
     if (it == fetches.end()) return;
+    if (it->second.copy) {
+      copy_failed.push_back(dk);
+      log->warn("copy failed key={}: no holder could serve it", dk);
+    }
     std::vector<std::string> waiting = std::move(it->second.waiting_tasks);
     fetches.erase(it);
     for (const auto& tk : waiting) {
@@ -612,6 +626,10 @@ struct WorkerService::Impl {
     auto f = fetches.find(dk);
     if (f == fetches.end()) return;
     std::vector<std::string> waiting = std::move(f->second.waiting_tasks);
+    if (f->second.copy) {
+      copied_keys.push_back(dk);
+      copied_nbytes.push_back(v->size());
+    }
     fetches.erase(f);
     keep_value(dk, std::move(v));
     for (const auto& tk : waiting) {
@@ -629,7 +647,12 @@ struct WorkerService::Impl {
       log->warn("malformed data request dropped ({} bytes)", frames[1].size());
       return;
     }
+    std::size_t next_frame = 2;  // PutData values follow the batch, request after request
     for (const wire::Envelope* env : *batch->messages()) {
+      if (env && env->msg_type() == wire::Msg::PutData) {
+        on_put_data(*env->msg_as_PutData(), frames, next_frame);
+        continue;
+      }
       if (env && env->msg_type() == wire::Msg::GetLogs) {
         const auto* req = env->msg_as_GetLogs();
         const auto lines = recent_log_lines(static_cast<std::size_t>(req->count()),
@@ -673,6 +696,87 @@ struct WorkerService::Impl {
     }
   }
 
+  // ---- data movement: scatter, replicate, rebalance, restart ----
+
+  // A client's values (scatter): kept as they are, each from its frame; frames[next_frame...]
+  // are this request's. Answered with DataStored; nothing is kept if frames are missing.
+  void on_put_data(const wire::PutData& req, std::vector<zmq::message_t>& frames,
+                   std::size_t& next_frame) {
+    const auto keys = wire::strings(req.keys());
+    std::string error;
+    if (next_frame + keys.size() > frames.size()) {
+      error = "PutData announces " + std::to_string(keys.size()) + " values but carries " +
+              std::to_string(frames.size() - std::min(next_frame, frames.size()));
+    } else if (std::any_of(keys.begin(), keys.end(), [](const auto& k) { return k.empty(); })) {
+      error = "PutData with an empty key";
+    } else {
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        zmq::message_t& frame = frames[next_frame + i];
+        // As on_data_reply: small frames are copied out of libzmq's shared receive buffer.
+        Value v = frame.size() <= kCopyBelow
+                      ? std::make_shared<const Blob>(std::string(
+                            static_cast<const char*>(frame.data()), frame.size()))
+                      : value_of(std::move(frame));
+        keep_value(keys[i], std::move(v));
+      }
+      log->debug("stored {} scattered values", keys.size());
+    }
+    next_frame = std::min(frames.size(), next_frame + keys.size());
+    if (!error.empty()) log->warn("scattered values refused: {}", error);
+    wire::OutBatch b;
+    b.add(wire::CreateDataStored(b.fbb(), req.request_id(), error.empty() ? 0 : b.str(error)));
+    auto bytes = b.finish();
+    data.send(zmq::message_t(frames[0].data(), frames[0].size()), zmq::send_flags::sndmore);
+    data.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::none);
+  }
+
+  // The scheduler wants copies of these keys here (replicate, rebalance): fetched from their
+  // holders like dependencies, and reported in KeysCopied.
+  void on_copy_keys(const wire::CopyKeys& m) {
+    if (!m.keys()) return;
+    for (const wire::DepLocation* d : *m.keys()) {
+      if (!d || !d->key()) continue;
+      std::string dk(wire::view(d->key()));
+      if (store.contains(dk)) {
+        copied_nbytes.push_back(store.nbytes(dk));
+        copied_keys.push_back(std::move(dk));
+        continue;
+      }
+      FetchState& f = fetches[dk];
+      f.copy = true;
+      for (auto& h : wire::strings(d->holders())) {
+        if (h == bound_data) continue;
+        if (std::find(f.holders.begin(), f.holders.end(), h) == f.holders.end()) {
+          f.holders.push_back(std::move(h));
+        }
+      }
+      if (!f.in_flight) to_fetch.insert(dk);
+    }
+  }
+
+  // The cluster restarts and this worker has no nanny: every task and value goes, in place.
+  // Tasks already running cannot be stopped; their results are dropped when they end.
+  void drop_everything() {
+    staged_jobs.clear();
+    {
+      std::lock_guard lock(jobs_mu);
+      jobs.clear();
+    }
+    for (auto it = tasks.begin(); it != tasks.end();) {
+      if (it->second.phase == TaskPhase::executing) {
+        it.value().freed = true;
+        ++it;
+      } else {
+        it = tasks.erase(it);
+      }
+    }
+    fetches.clear();
+    to_fetch.clear();
+    requests.clear();  // their replies are dropped as stale
+    const std::size_t n = store.clear();
+    log->info("the cluster restarted: dropped every task and {} values", n);
+  }
+
   // ---- scheduler messages ----
   void on_scheduler(std::vector<zmq::message_t>& frames) {
     if (frames.empty()) return;
@@ -699,6 +803,19 @@ struct WorkerService::Impl {
           break;
         case wire::Msg::StealRequest:
           on_steal(env->msg_as_StealRequest()->keys());
+          break;
+        case wire::Msg::CopyKeys:
+          on_copy_keys(*env->msg_as_CopyKeys());
+          break;
+        case wire::Msg::RestartWorker:
+          if (env->msg_as_RestartWorker()->exit()) {
+            log->info("the cluster restarts: this worker exits for its nanny to start it again");
+            restarting = true;
+            scheduler_gone = true;
+            exit_reason = WorkerExit::restart;
+          } else {
+            drop_everything();
+          }
           break;
         case wire::Msg::Shutdown:
           log->info("shutdown requested by the scheduler: {}",
@@ -998,7 +1115,12 @@ struct WorkerService::Impl {
       }
       flush_scheduler();
     }
-    if (scheduler_gone) {
+    if (restarting) {
+      // Nothing is handed back (the scheduler forgot every task); running tasks are abandoned.
+      stop_pool(std::chrono::milliseconds(0));
+      sched_out.add(wire::CreateGoodbye(sched_out.fbb(), sched_out.str("worker restarting")));
+      flush_scheduler();
+    } else if (scheduler_gone) {
       stop_pool(std::chrono::milliseconds(options.shutdown_timeout_ms));
     } else {
       depart();
@@ -1028,6 +1150,7 @@ struct WorkerService::Impl {
   const wire::VerifyLimits& limits = options.comm.limits;
   std::atomic<bool> stopping{false};
   bool scheduler_gone = false;
+  bool restarting = false;  // the scheduler asked this worker to exit for a restart
   WorkerExit exit_reason = WorkerExit::scheduler_shutdown;
   std::uint32_t heartbeat_ms = 500;
   Clock::time_point last_heard = Clock::now();
@@ -1036,6 +1159,9 @@ struct WorkerService::Impl {
   wire::OutBatch sched_out;
   std::vector<fb::Offset<wire::TaskDone>> done_msgs;
   std::vector<fb::Offset<wire::TaskFailed>> failed_msgs;
+  std::vector<std::string> copied_keys;  // KeysCopied, sent with the next flush
+  std::vector<std::uint64_t> copied_nbytes;
+  std::vector<std::string> copy_failed;
   SpillStore store;
   KeyMap<TaskRec> tasks;
   bool paused = false;  // mirrored in sh->paused for the executors

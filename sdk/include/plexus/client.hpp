@@ -292,6 +292,23 @@ struct SubmitOptions {
   std::map<std::string, double> resources;
 };
 
+/// Where Client::scatter puts values, and under which keys.
+struct ScatterOptions {
+  /// The workers to put the values on, by name or data address; empty: any worker. A name that
+  /// is not connected is an error (std::invalid_argument).
+  std::vector<std::string> workers;
+  /// Every value goes to every worker (of `workers`, or of the cluster); otherwise each value
+  /// goes to one worker, the one holding the fewest bytes at that point (so equal values go
+  /// round robin).
+  bool broadcast = false;
+  /// Deterministic keys "<type>-<hash of the encoded value>": a value the cluster already holds
+  /// (from any client) is not sent again, and its future refers to the copies that exist
+  /// wherever they are. false: a fresh random key "<type>-<uuid4>" for every value.
+  bool hash = true;
+  /// For the whole call (waiting for a worker, sending, the scheduler's answers); TimeoutError.
+  std::chrono::milliseconds timeout = std::chrono::seconds(30);
+};
+
 /// How a Client() without an address starts its cluster. Unset fields come from the config
 /// ([local-cluster]).
 struct LocalClusterOptions {
@@ -532,6 +549,72 @@ class Client {
     for (const auto& f : futures) f.cancel();
   }
 
+  // ---- data movement (dask's scatter, replicate, rebalance, restart) ----
+  /// Puts values on workers directly (client to worker, not through the scheduler) and returns
+  /// a future for each, already finished: use them as task arguments or get them back with
+  /// result(). The scheduler holds them like results, released when their futures go, but with
+  /// no lineage: if every worker holding a value dies, its future and the tasks waiting for it
+  /// fail with DataLostError ("scattered data K was lost with worker W ...; scatter it again").
+  /// Blocks until the workers have the values and the scheduler knows where. Throws
+  /// TimeoutError, std::invalid_argument for an unknown worker in options.workers, plexus::Error
+  /// when a worker refuses the values.
+  ///
+  ///   auto parts = client.scatter(std::vector<std::int64_t>{1, 2, 3});   // three futures
+  ///   auto total = client.submit<std::int64_t>("math.sum", parts);       // 6
+  ///
+  /// A vector is scattered element by element; to scatter one vector as a single value, wrap it:
+  /// scatter(std::vector<std::vector<int>>{v})[0].
+  template <class T>
+  std::vector<Future<T>> scatter(const std::vector<T>& values, const ScatterOptions& options = {}) {
+    std::vector<std::string> encoded;
+    encoded.reserve(values.size());
+    for (const auto& v : values) encoded.push_back(encode_to_string(v));
+    std::vector<Future<T>> out;
+    out.reserve(values.size());
+    for (auto& ref : scatter_encoded(codec<T>::type_name(), std::move(encoded), options)) {
+      out.emplace_back(std::move(ref));
+    }
+    return out;
+  }
+  template <class T>
+  Future<T> scatter(const T& value, const ScatterOptions& options = {}) {
+    return std::move(scatter(std::vector<T>{value}, options).front());
+  }
+
+  /// Copies the futures' values (waiting for them first) until each lives on `n` workers (all of
+  /// them if unset or more than there are), among `workers` (names or data addresses; empty: the
+  /// whole cluster); a value on more than n of them loses the extra copies. Receivers are the
+  /// workers holding the fewest bytes; they fetch from a holder, as for a dependency. Blocks
+  /// until done. Throws TimeoutError, std::invalid_argument (a future that failed, n = 0),
+  /// plexus::Error if the scheduler refuses (an unknown worker, a value no longer in memory) or
+  /// some copies could not be made.
+  template <class T>
+  void replicate(const std::vector<Future<T>>& futures, std::optional<std::size_t> n = std::nullopt,
+                 const std::vector<std::string>& workers = {},
+                 std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+    replicate_states(states_of(futures), n, workers, timeout);
+  }
+  /// Evens out the bytes the workers hold (dask's rebalance): values move from the workers above
+  /// the mean to those below, biggest first, each move only while it narrows the gap; the
+  /// receiver copies a value, then the sender frees it. Only the futures' values move (waited for
+  /// first), among `workers` (empty: all). Blocks until done. Throws as replicate().
+  template <class T>
+  void rebalance(const std::vector<Future<T>>& futures, const std::vector<std::string>& workers = {},
+                 std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+    rebalance_states(states_of(futures), workers, timeout, true);
+  }
+  /// As above for every value the cluster holds.
+  void rebalance(const std::vector<std::string>& workers = {},
+                 std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+    rebalance_states({}, workers, timeout, false);
+  }
+  /// Restarts the cluster: every task is forgotten, and every future of every client that is not
+  /// done yet or holds a result becomes cancelled (CancelledError: "the cluster restarted ...");
+  /// workers under a nanny exit and their nannies start fresh processes at once, other workers
+  /// (--no-nanny, an inproc LocalCluster) drop all their tasks and data in place. Returns once as
+  /// many workers are connected as before; throws TimeoutError otherwise.
+  void restart(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
   /// Waits for every future and returns the values in order; throws the first failure.
   template <class T>
   std::vector<T> gather(const std::vector<Future<T>>& futures) {
@@ -588,6 +671,15 @@ class Client {
   [[noreturn]] void recreate_error_locally_key(std::string_view key, FutureStatus status,
                                                std::chrono::milliseconds timeout);
   void fire_and_forget_states(const std::vector<const detail::FutureState*>& states);
+  std::vector<detail::FutureRef> scatter_encoded(const std::string& type_name,
+                                                 std::vector<std::string> values,
+                                                 const ScatterOptions& options);
+  void replicate_states(const std::vector<const detail::FutureState*>& states,
+                        std::optional<std::size_t> n, const std::vector<std::string>& workers,
+                        std::chrono::milliseconds timeout);
+  void rebalance_states(const std::vector<const detail::FutureState*>& states,
+                        const std::vector<std::string>& workers, std::chrono::milliseconds timeout,
+                        bool some);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -64,6 +64,19 @@ struct ShutdownCall {
   std::string reason;
 };
 
+struct CopyCall {
+  PeerId worker;
+  std::string key;
+  std::vector<std::string> holders;
+};
+
+struct ReplyCall {
+  PeerId client;
+  std::uint64_t request_id;
+  std::string json;
+  std::string error;
+};
+
 class RecordingOutbox : public SchedulerOutbox {
  public:
   void compute(PeerId worker, const ComputeRequest& r) override {
@@ -100,6 +113,21 @@ class RecordingOutbox : public SchedulerOutbox {
     log.push_back(Call::steal);
   }
 
+  // Data movement (scatter, replicate, rebalance, restart): recorded in the order made.
+  void copy_key(PeerId worker, const DepLocation& d) override {
+    copies.push_back(CopyCall{worker, std::string(d.key), {d.holders.begin(), d.holders.end()}});
+    log.push_back(Call::copy);
+  }
+  void restart_worker(PeerId worker, bool exit) override {
+    restarts.emplace_back(worker, exit);
+    log.push_back(Call::restart);
+  }
+  void reply(PeerId client, std::uint64_t request_id, std::string_view json,
+             std::string_view error) override {
+    replies.push_back(ReplyCall{client, request_id, std::string(json), std::string(error)});
+    log.push_back(Call::reply);
+  }
+
   void clear() {
     log.clear();
     computes.clear();
@@ -107,6 +135,9 @@ class RecordingOutbox : public SchedulerOutbox {
     reports.clear();
     shutdowns.clear();
     steals.clear();
+    copies.clear();
+    restarts.clear();
+    replies.clear();
   }
   std::vector<std::string> computed(PeerId worker) const {
     std::vector<std::string> keys;
@@ -135,13 +166,16 @@ class RecordingOutbox : public SchedulerOutbox {
     return out;
   }
 
-  enum class Call { compute, free_key, report, shutdown, steal };
+  enum class Call { compute, free_key, report, shutdown, steal, copy, restart, reply };
   std::vector<Call> log;  // the order of all calls
   std::vector<ComputeCall> computes;
   std::map<PeerId, std::vector<std::string>> steals;  // keys asked back, by worker
   std::vector<FreeCall> frees;
   std::vector<ReportCall> reports;
   std::vector<ShutdownCall> shutdowns;
+  std::vector<CopyCall> copies;
+  std::vector<std::pair<PeerId, bool>> restarts;  // {worker, exit}
+  std::vector<ReplyCall> replies;
 };
 
 // ---- builders ----
@@ -1665,6 +1699,9 @@ class QueueOutbox : public SchedulerOutbox {
   void report(PeerId, const KeyReport&) override { ++reports; }
   void shutdown_worker(PeerId, std::string_view) override {}
   void steal(PeerId, std::span<const std::string_view>) override {}
+  void copy_key(PeerId, const DepLocation&) override {}
+  void restart_worker(PeerId, bool) override {}
+  void reply(PeerId, std::uint64_t, std::string_view, std::string_view) override {}
   std::deque<std::pair<PeerId, std::string>> pending;
   std::size_t frees = 0;
   std::size_t reports = 0;
@@ -1909,6 +1946,602 @@ TEST_F(SchedulerStateTest, DataLostThatNobodyNeedsIsReleasedAndStaleReportsAreIg
   out.clear();
   done(kW1, "a");
   EXPECT_THAT(out.computed(kW1), ElementsAre("b"));
+}
+
+}  // namespace
+}  // namespace plexus::sched
+
+// ---- data movement: scatter, replicate, rebalance, restart ----
+
+namespace plexus::sched {
+namespace {
+
+constexpr PeerId kW3 = 13;
+
+class SchedulerDataTest : public SchedulerStateTest {
+ protected:
+  void scatter(PeerId c, const std::string& key, std::vector<PeerId> on, std::uint64_t nbytes = 100) {
+    std::vector<std::string> where;
+    for (PeerId w : on) where.push_back(addr(w));
+    std::vector<std::string_view> views(where.begin(), where.end());
+    const ScatteredKeyView k{key, nbytes, views};
+    state.on_scatter(c, std::span(&k, 1));
+    check();
+  }
+  void copied(PeerId w, const std::string& key, std::uint64_t nbytes = 100) {
+    state.on_keys_copied(w, key, nbytes, now);
+    check();
+  }
+  void copy_failed(PeerId w, const std::string& key) {
+    state.on_copy_failed(w, key, now);
+    check();
+  }
+  void replicate(std::uint64_t id, std::vector<std::string_view> keys, std::uint32_t n,
+                 std::vector<std::string_view> workers = {}) {
+    state.on_replicate(kC1, id, keys, n, workers);
+    check();
+  }
+  void rebalance(std::uint64_t id, std::vector<std::string_view> keys = {},
+                 std::vector<std::string_view> workers = {}) {
+    state.on_rebalance(kC1, id, keys, workers);
+    check();
+  }
+  std::uint64_t held_bytes(PeerId w) const {
+    for (const auto& s : state.workers()) {
+      if (s.peer == w) return s.held_bytes;
+    }
+    return 0;
+  }
+  std::vector<std::string> copies_to(PeerId w) const {
+    std::vector<std::string> keys;
+    for (const auto& c : out.copies) {
+      if (c.worker == w) keys.push_back(c.key);
+    }
+    return keys;
+  }
+};
+
+TEST_F(SchedulerDataTest, ScatteredKeyIsInMemoryWithoutLineageAndUsableAsADependency) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1}, 64);
+  EXPECT_EQ(st("x"), TaskState::memory);
+  EXPECT_TRUE(state.is_scattered("x"));
+  EXPECT_THAT(state.who_has("x"), ElementsAre(wname(kW1)));
+  ASSERT_EQ(out.reports_of("x").size(), 1u);
+  EXPECT_EQ(out.reports_of("x")[0].status, KeyStatus::memory);
+  EXPECT_EQ(out.reports_of("x")[0].nbytes, 64u);
+  EXPECT_THAT(out.reports_of("x")[0].holders, ElementsAre(addr(kW1)));
+  EXPECT_THAT(out.computes, IsEmpty());  // never computed
+
+  submit(kC1, {task("y", {"x"})});
+  ASSERT_EQ(out.computes.size(), 1u);
+  EXPECT_EQ(out.computes[0].key, "y");
+  EXPECT_THAT(out.computes[0].dep_holders, ElementsAre(ElementsAre(addr(kW1))));
+  done(out.computes[0].worker, "y");
+  release(kC1, {"x", "y"});
+  EXPECT_EQ(state.task_count(), 0u);
+  EXPECT_THAT(out.frees, ::testing::Contains(FreeCall{kW1, "x"}));
+  EXPECT_FALSE(state.is_scattered("x"));
+}
+
+TEST_F(SchedulerDataTest, ScatteredKeyLostWithItsOnlyHolderErrsItAndItsWaitingDependents) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1});
+  submit(kC1, {task("gate"), task("y", {"x", "gate"})});  // y waits for gate
+  EXPECT_EQ(st("y"), TaskState::waiting);
+  out.clear();
+  ASSERT_TRUE(state.on_worker_died(wname(kW1), "killed by signal SIGKILL", now));
+  check();
+  EXPECT_EQ(st("x"), TaskState::erred);
+  EXPECT_EQ(st("y"), TaskState::erred);
+  for (const char* key : {"x", "y"}) {
+    auto rs = out.reports_of(key);
+    ASSERT_EQ(rs.size(), 1u) << key;
+    EXPECT_EQ(rs[0].status, KeyStatus::erred);
+    ASSERT_TRUE(rs[0].error);
+    EXPECT_EQ(rs[0].error->kind, ErrorKind::lost);
+    EXPECT_EQ(rs[0].error->message,
+              "scattered data x was lost with worker w11 (killed by signal SIGKILL); it cannot be "
+              "recomputed: scatter it again");
+  }
+  EXPECT_THAT(out.computed(), ::testing::Not(::testing::Contains("x")));
+  // Retrying the dependent does not compute the scattered key: it fails the same way.
+  out.clear();
+  state.on_retry(kC1, std::vector<std::string_view>{"y"});
+  check();
+  EXPECT_EQ(st("y"), TaskState::erred);
+  EXPECT_EQ(st("x"), TaskState::erred);
+  EXPECT_THAT(out.computed(), ::testing::Not(::testing::Contains("x")));
+}
+
+TEST_F(SchedulerDataTest, DependentRunningElsewhereIsPulledBackAndErredWhenTheScatteredKeyIsLost) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1}, 1);
+  // Busy W1 so that y goes to W2.
+  submit(kC1, {task("busy")});
+  submit(kC1, {task("y", {"x"})});
+  PeerId ran_on = 0;
+  for (const auto& c : out.computes) {
+    if (c.key == "y") ran_on = c.worker;
+  }
+  ASSERT_EQ(ran_on, kW2);  // W1 is busy and fetching one byte costs next to nothing
+  out.clear();
+  leave(kW1);
+  EXPECT_EQ(st("y"), TaskState::erred);
+  EXPECT_THAT(out.frees, ::testing::Contains(FreeCall{kW2, "y"}));
+  EXPECT_THAT(out.computed(), ::testing::Not(::testing::Contains("y")));
+}
+
+TEST_F(SchedulerDataTest, ReleasedScatteredKeyNeededForARecomputationErrsInsteadOfRunning) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW2});
+  submit(kC1, {task("y", {"x"})});
+  done(out.computes.at(0).worker, "y");
+  const PeerId y_on = out.computes.at(0).worker;
+  release(kC1, {"x"});  // the client keeps y only: x's data goes, its record stays as lineage
+  EXPECT_EQ(st("x"), TaskState::released);
+  out.clear();
+  leave(y_on);  // y is lost and must be recomputed, which needs x
+  EXPECT_EQ(st("y"), TaskState::erred);
+  EXPECT_THAT(out.computed(), IsEmpty());
+  auto rs = out.reports_of("y");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].error->kind, ErrorKind::lost);
+  EXPECT_THAT(rs[0].error->message, HasSubstr("scattered data x was lost after it was released"));
+}
+
+TEST_F(SchedulerDataTest, UnservableScatteredKeyIsLostNotRecomputed) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1}, 1);
+  submit(kC1, {task("busy")});
+  submit(kC1, {task("y", {"x"})});
+  PeerId ran_on = 0;
+  for (const auto& c : out.computes) {
+    if (c.key == "y") ran_on = c.worker;
+  }
+  ASSERT_EQ(ran_on, kW2);  // W1 is busy
+  out.clear();
+  missing(ran_on, "y", {"x"});
+  EXPECT_EQ(st("x"), TaskState::erred);
+  EXPECT_EQ(st("y"), TaskState::erred);
+  EXPECT_THAT(out.reports_of("x").at(0).error->message,
+              HasSubstr("when no worker holding it could serve it to worker"));
+}
+
+TEST_F(SchedulerDataTest, ScatteringALostKeyAgainBringsItBack) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1});
+  want(kC2, {"x"});
+  leave(kW1);
+  EXPECT_EQ(st("x"), TaskState::erred);
+  out.clear();
+  scatter(kC1, "x", {kW2}, 50);
+  EXPECT_EQ(st("x"), TaskState::memory);
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::memory), ElementsAre("x"));
+  EXPECT_THAT(out.reported_keys(kC2, KeyStatus::memory), ElementsAre("x"));  // told as well
+  EXPECT_THAT(state.who_has("x"), ElementsAre(wname(kW2)));
+}
+
+TEST_F(SchedulerDataTest, ScatterOnWorkersThatLeftOrUnderATaskKeyIsRefused) {
+  worker(kW1);
+  scatter(kC1, "x", {kW2});  // kW2 never joined
+  EXPECT_EQ(st("x"), std::nullopt);
+  ASSERT_EQ(out.reports_of("x").size(), 1u);
+  EXPECT_EQ(out.reports_of("x")[0].status, KeyStatus::lost);
+  EXPECT_THAT(out.reports_of("x")[0].error->message, HasSubstr("scatter it again"));
+
+  submit(kC1, {task("t")});  // processing
+  out.clear();
+  scatter(kC2, "t", {kW1});
+  EXPECT_EQ(st("t"), TaskState::processing);
+  ASSERT_EQ(out.reports_of("t").size(), 1u);
+  EXPECT_EQ(out.reports_of("t")[0].status, KeyStatus::erred);
+  EXPECT_EQ(out.reports_of("t")[0].error->kind, ErrorKind::scheduler_error);
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "t"}));
+}
+
+TEST_F(SchedulerDataTest, HoldPinsTheKeysInMemoryForTheClient) {
+  worker(kW1);
+  scatter(kC1, "x", {kW1});
+  submit(kC1, {task("t")});  // not in memory
+  const std::vector<std::string_view> asked{"x", "t", "nope"};
+  const auto held = state.on_hold(kC2, asked);
+  check();
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].first, "x");
+  EXPECT_THAT(held[0].second, ElementsAre(addr(kW1)));
+  EXPECT_THAT(out.reported_keys(kC2, KeyStatus::memory), ElementsAre("x"));
+  release(kC1, {"x"});
+  EXPECT_EQ(st("x"), TaskState::memory);  // C2 holds it now
+  release(kC2, {"x"});
+  EXPECT_EQ(st("x"), std::nullopt);
+}
+
+TEST_F(SchedulerDataTest, ReplicateCopiesToTheLeastLoadedWorkersAndAnswersWhenDone) {
+  worker(kW1);
+  worker(kW2);
+  worker(kW3);
+  scatter(kC1, "big", {kW2}, 1000);
+  scatter(kC1, "x", {kW1}, 100);
+  replicate(7, {"x"}, 2);
+  EXPECT_THAT(copies_to(kW3), ElementsAre("x"));  // W2 holds more bytes than W3
+  EXPECT_THAT(copies_to(kW2), IsEmpty());
+  EXPECT_THAT(out.copies.at(0).holders, ElementsAre(addr(kW1)));
+  EXPECT_THAT(out.replies, IsEmpty());  // not before the copy ended
+  copied(kW3, "x");
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].client, kC1);
+  EXPECT_EQ(out.replies[0].request_id, 7u);
+  EXPECT_EQ(out.replies[0].json, R"({"copied":1,"failed":0,"dropped":0})");
+  EXPECT_THAT(state.who_has("x"), ElementsAre(wname(kW1), wname(kW3)));
+
+  // To every worker; one copy fails.
+  out.clear();
+  replicate(8, {"x"}, 0);
+  EXPECT_THAT(copies_to(kW2), ElementsAre("x"));
+  copy_failed(kW2, "x");
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].json, R"({"copied":0,"failed":1,"dropped":0})");
+
+  // Down to one copy: the extra goes from the most loaded holder, never the last one.
+  out.clear();
+  replicate(9, {"x"}, 1);
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].json, R"({"copied":0,"failed":0,"dropped":1})");
+  EXPECT_EQ(state.who_has("x").size(), 1u);
+  EXPECT_EQ(out.frees.size(), 1u);
+}
+
+TEST_F(SchedulerDataTest, ReplicateRefusesUnknownKeysAndWorkersAndFailsCopiesToWorkersThatLeave) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1});
+  submit(kC1, {task("t")});
+  replicate(1, {"nope"}, 2);
+  replicate(2, {"t"}, 2);
+  replicate(3, {"x"}, 2, {"w99"});
+  ASSERT_EQ(out.replies.size(), 3u);
+  EXPECT_THAT(out.replies[0].error, HasSubstr("does not know key nope"));
+  EXPECT_THAT(out.replies[1].error, HasSubstr("key t is not in memory (it is processing)"));
+  EXPECT_THAT(out.replies[2].error, HasSubstr("no worker named or at 'w99'"));
+  EXPECT_THAT(out.copies, IsEmpty());
+
+  out.clear();
+  replicate(4, {"x"}, 2, {wname(kW1), addr(kW2)});  // names and addresses both work
+  EXPECT_THAT(copies_to(kW2), ElementsAre("x"));
+  leave(kW2);
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].json, R"({"copied":0,"failed":1,"dropped":0})");
+}
+
+TEST_F(SchedulerDataTest, CopyOfAKeyReleasedMeanwhileIsFreedOnTheReceiver) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1});
+  replicate(1, {"x"}, 2);
+  release(kC1, {"x"});
+  EXPECT_EQ(st("x"), std::nullopt);
+  out.clear();
+  copied(kW2, "x");
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW2, "x"}));
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].json, R"({"copied":0,"failed":0,"dropped":0})");
+}
+
+TEST_F(SchedulerDataTest, RebalanceMovesBytesFromAboveTheMeanToBelowIt) {
+  worker(kW1);
+  worker(kW2);
+  worker(kW3);
+  for (int i = 0; i < 6; ++i) scatter(kC1, "k" + std::to_string(i), {kW1}, 100);
+  rebalance(5);
+  EXPECT_EQ(out.copies.size(), 4u);  // 600 bytes on one of three workers: 4 moves to reach 200
+  EXPECT_EQ(copies_to(kW2).size(), 2u);
+  EXPECT_EQ(copies_to(kW3).size(), 2u);
+  for (const auto& c : out.copies) EXPECT_EQ(c.holders.front(), addr(kW1));  // the sender serves
+  EXPECT_THAT(out.replies, IsEmpty());
+  const auto copies = out.copies;
+  for (const auto& c : copies) copied(c.worker, c.key);
+  EXPECT_EQ(out.frees.size(), 4u);  // each freed on the sender after its copy arrived
+  for (const auto& f : out.frees) EXPECT_EQ(f.worker, kW1);
+  EXPECT_EQ(held_bytes(kW1), 200u);
+  EXPECT_EQ(held_bytes(kW2), 200u);
+  EXPECT_EQ(held_bytes(kW3), 200u);
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].json, R"({"moved":4,"failed":0})");
+
+  // Balanced: nothing moves, and the answer comes at once.
+  out.clear();
+  rebalance(6);
+  EXPECT_THAT(out.copies, IsEmpty());
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].json, R"({"moved":0,"failed":0})");
+}
+
+TEST_F(SchedulerDataTest, RebalanceOfChosenKeysAmongChosenWorkers) {
+  worker(kW1);
+  worker(kW2);
+  worker(kW3);
+  scatter(kC1, "a", {kW1}, 100);
+  scatter(kC1, "b", {kW1}, 100);
+  scatter(kC1, "c", {kW1}, 100);
+  rebalance(1, {"a", "b"}, {wname(kW1), wname(kW3)});
+  ASSERT_EQ(out.copies.size(), 1u);  // a and b: 200 bytes, 100 each between W1 and W3
+  EXPECT_EQ(out.copies[0].worker, kW3);
+  EXPECT_NE(out.copies[0].key, "c");
+}
+
+TEST_F(SchedulerDataTest, RestartCancelsEveryWantForgetsEveryTaskAndWaitsForTheWorkers) {
+  worker(kW1);
+  worker(kW2);
+  submit(kC1, {task("a"), task("b", {"a"})});
+  submit(kC2, {task("c")});
+  scatter(kC2, "x", {kW2});
+  ASSERT_EQ(state.on_publish(kC2, "ds", std::vector<std::string_view>{"x"}, false), std::nullopt);
+  out.clear();
+  const std::vector<PeerId> supervised{kW2};
+  state.on_restart(kC1, 42, supervised);
+  check();
+  EXPECT_EQ(state.task_count(), 0u);
+  EXPECT_THAT(state.datasets(), IsEmpty());
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::cancelled), UnorderedElementsAre("a", "b"));
+  EXPECT_THAT(out.reported_keys(kC2, KeyStatus::cancelled), UnorderedElementsAre("c", "x"));
+  for (const auto& r : out.reports) {
+    ASSERT_TRUE(r.error);
+    EXPECT_EQ(r.error->kind, ErrorKind::cancelled);
+    EXPECT_THAT(r.error->message, HasSubstr("the cluster restarted (restart requested by client c1)"));
+  }
+  EXPECT_THAT(out.restarts, ElementsAre(std::pair{kW1, false}, std::pair{kW2, true}));
+  EXPECT_EQ(state.worker_count(), 1u);  // the supervised one left; its nanny starts it again
+  EXPECT_THAT(out.replies, IsEmpty());
+  worker(kW3);
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].request_id, 42u);
+  EXPECT_EQ(out.replies[0].json, R"({"workers":2})");
+  // The cluster works after: a fresh submit runs, and a late result of the old worker is ignored.
+  out.clear();
+  submit(kC1, {task("a")});
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+  done(kW2, "a");
+  EXPECT_EQ(st("a"), TaskState::processing);
+}
+
+TEST_F(SchedulerDataTest, RestartWithoutNanniesAnswersAtOnce) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  out.clear();
+  state.on_restart(kC1, 1, {});
+  check();
+  EXPECT_THAT(out.restarts, ElementsAre(std::pair{kW1, false}));
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  ASSERT_EQ(out.replies.size(), 1u);
+  EXPECT_EQ(out.replies[0].json, R"({"workers":1})");
+  EXPECT_EQ(state.worker_count(), 1u);
+}
+
+}  // namespace
+}  // namespace plexus::sched
+
+namespace plexus::sched {
+namespace {
+
+// Random scatters, copies, moves, deaths and restarts mixed with tasks that use scattered keys:
+// the invariants hold after every event, every request is answered exactly once, and once every
+// client has left nothing is left.
+class DataRandomRun {
+ public:
+  explicit DataRandomRun(std::uint32_t seed) : rng_(seed), state_(SchedulerOptions{}, out_) {}
+
+  void run(int steps) {
+    for (PeerId c : {kC1, kC2}) state_.on_client_joined(c, "c");
+    join();
+    join();
+    for (int i = 0; i < steps; ++i) {
+      step();
+      absorb();
+      if (auto v = state_.validate()) FAIL() << "step " << i << ": " << *v;
+    }
+    // Settle: every copy arrives, and workers join until the restarts have their workers back.
+    for (int round = 0; round < 100 && (!copies_.empty() || answered_.size() < asked_); ++round) {
+      while (!copies_.empty()) {
+        const auto [w, key] = copies_.back();
+        copies_.pop_back();
+        state_.on_keys_copied(w, key, 8, now_);
+        absorb();
+      }
+      if (answered_.size() < asked_) join();
+      absorb();
+      ASSERT_EQ(state_.validate(), std::nullopt);
+    }
+    EXPECT_EQ(answered_.size(), asked_) << "requests without an answer";
+    for (PeerId c : {kC1, kC2}) state_.on_client_left(c);
+    ASSERT_EQ(state_.validate(), std::nullopt);
+    EXPECT_EQ(state_.task_count(), 0u);
+  }
+
+ private:
+  std::size_t pick(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+  bool chance(double p) { return std::bernoulli_distribution(p)(rng_); }
+
+  void join() {
+    const PeerId w = next_worker_++;
+    live_.push_back(w);
+    state_.on_worker_joined(w, WorkerInfo{wname(w), addr(w), 2}, now_);
+  }
+
+  const std::string& any_key() { return keys_[pick(keys_.size())]; }
+
+  std::vector<std::string_view> some_keys() {
+    std::vector<std::string_view> ks;
+    for (std::size_t n = 1 + pick(3); n > 0 && !keys_.empty(); --n) ks.push_back(any_key());
+    return ks;
+  }
+
+  std::vector<std::string> some_workers() {
+    std::vector<std::string> ws;
+    if (chance(0.5) || live_.empty()) return ws;
+    ws.push_back(wname(live_[pick(live_.size())]));
+    if (chance(0.1)) ws.push_back("ghost");
+    return ws;
+  }
+
+  void absorb() {
+    std::size_t nc = 0, nf = 0, ncopy = 0;
+    for (const auto call : out_.log) {
+      if (call == RecordingOutbox::Call::compute) {
+        const auto& c = out_.computes[nc++];
+        running_.emplace_back(c.worker, c.key);
+      } else if (call == RecordingOutbox::Call::free_key) {
+        const auto& f = out_.frees[nf++];
+        std::erase(running_, std::pair{f.worker, f.key});
+      } else if (call == RecordingOutbox::Call::copy) {
+        const auto& c = out_.copies[ncopy++];
+        copies_.emplace_back(c.worker, c.key);
+      }
+    }
+    for (const auto& r : out_.replies) {
+      EXPECT_TRUE(answered_.insert(r.request_id).second) << "answered twice: " << r.request_id;
+    }
+    out_.clear();
+  }
+
+  void leave(std::size_t i) {
+    const PeerId w = live_[i];
+    live_.erase(live_.begin() + static_cast<std::ptrdiff_t>(i));
+    std::erase_if(running_, [w](const auto& r) { return r.first == w; });
+    std::erase_if(copies_, [w](const auto& c) { return c.first == w; });
+  }
+
+  void step() {
+    now_ += 0.01;
+    const std::size_t op = pick(100);
+    const PeerId client = chance(0.5) ? kC1 : kC2;
+    if (op < 15) {  // scatter, on live workers (and sometimes one that left)
+      std::vector<std::string> where;
+      for (PeerId w : live_) {
+        if (chance(0.5)) where.push_back(addr(w));
+      }
+      if (where.empty() || chance(0.1)) where.push_back(addr(900));
+      const std::string key = chance(0.2) && !keys_.empty() ? any_key()
+                                                            : "s" + std::to_string(keys_.size());
+      if (key[0] == 's' && std::find(keys_.begin(), keys_.end(), key) == keys_.end()) {
+        keys_.push_back(key);
+      }
+      std::vector<std::string_view> views(where.begin(), where.end());
+      const ScatteredKeyView k{key, 1 + pick(500), views};
+      state_.on_scatter(client, std::span(&k, 1));
+    } else if (op < 27) {  // a task on some keys
+      std::vector<std::string> deps;
+      for (auto k : some_keys()) {
+        if (std::find(deps.begin(), deps.end(), k) == deps.end()) deps.emplace_back(k);
+      }
+      keys_.push_back("t" + std::to_string(keys_.size()));
+      state_.on_submit(client, {task(keys_.back(), deps)});
+    } else if (op < 40) {  // a task finishes
+      if (!running_.empty()) {
+        const auto r = running_[pick(running_.size())];
+        std::erase(running_, r);
+        state_.on_task_done(r.first, r.second, 1 + pick(500), std::nullopt, 0.001, now_);
+      }
+    } else if (op < 48) {  // replicate
+      auto ws = some_workers();
+      std::vector<std::string_view> wv(ws.begin(), ws.end());
+      ++asked_;
+      state_.on_replicate(client, next_request_++, some_keys(), static_cast<std::uint32_t>(pick(4)),
+                          wv);
+    } else if (op < 54) {  // rebalance
+      auto ws = some_workers();
+      std::vector<std::string_view> wv(ws.begin(), ws.end());
+      ++asked_;
+      state_.on_rebalance(client, next_request_++,
+                          chance(0.5) ? std::vector<std::string_view>{} : some_keys(), wv);
+    } else if (op < 70) {  // a copy ends
+      if (!copies_.empty()) {
+        const std::size_t i = pick(copies_.size());
+        const auto [w, key] = copies_[i];
+        copies_.erase(copies_.begin() + static_cast<std::ptrdiff_t>(i));
+        if (chance(0.8)) {
+          state_.on_keys_copied(w, key, 8, now_);
+        } else {
+          state_.on_copy_failed(w, key, now_);
+        }
+      }
+    } else if (op < 80) {  // release
+      if (!keys_.empty()) state_.on_release(client, std::vector<std::string>{any_key()});
+    } else if (op < 84) {  // hold
+      if (!keys_.empty()) state_.on_hold(client, some_keys());
+    } else if (op < 88) {  // a worker joins
+      if (live_.size() < 5) join();
+    } else if (op < 94) {  // a worker dies
+      if (!live_.empty()) {
+        const std::size_t i = pick(live_.size());
+        const PeerId w = live_[i];
+        leave(i);
+        state_.on_worker_left(w, WorkerExit::lost, now_);
+      }
+    } else if (op < 97) {  // a worker cannot fetch a dependency
+      if (!running_.empty() && !keys_.empty()) {
+        const auto r = running_[pick(running_.size())];
+        std::erase(running_, r);
+        state_.on_missing_deps(r.first, r.second, std::vector<std::string>{any_key()});
+      }
+    } else if (op < 98) {  // retry
+      if (!keys_.empty()) state_.on_retry(client, some_keys());
+    } else {  // restart; some workers are under a nanny
+      std::vector<PeerId> supervised;
+      for (PeerId w : live_) {
+        if (chance(0.5)) supervised.push_back(w);
+      }
+      ++asked_;
+      state_.on_restart(client, next_request_++, supervised);
+      for (PeerId w : supervised) leave(static_cast<std::size_t>(
+          std::find(live_.begin(), live_.end(), w) - live_.begin()));
+      running_.clear();
+    }
+  }
+
+  std::mt19937 rng_;
+  RecordingOutbox out_;
+  SchedulerState state_;
+  double now_ = 0;
+  PeerId next_worker_ = 100;
+  std::vector<PeerId> live_;
+  std::vector<std::string> keys_;
+  std::vector<std::pair<PeerId, std::string>> running_;  // computes not yet finished
+  std::vector<std::pair<PeerId, std::string>> copies_;   // copies not yet ended
+  std::uint64_t next_request_ = 1;
+  std::size_t asked_ = 0;
+  std::set<std::uint64_t> answered_;
+};
+
+TEST_F(SchedulerDataTest, RetryThroughALostScatteredKeyStillRunsTheOtherFailedDependencies) {
+  worker(kW1);
+  worker(kW2);
+  scatter(kC1, "x", {kW1});
+  submit(kC1, {task("a"), task("gate"), task("y", {"x", "a", "gate"})});
+  fail(out.computes.at(0).worker, "a");  // y errs through a
+  EXPECT_EQ(st("y"), TaskState::erred);
+  leave(kW1);  // and x is lost
+  EXPECT_EQ(st("x"), TaskState::erred);
+  out.clear();
+  state.on_retry(kC1, std::vector<std::string_view>{"y"});
+  check();
+  EXPECT_EQ(st("y"), TaskState::erred);  // x cannot come back
+  EXPECT_EQ(st("a"), TaskState::processing);  // but a, which the client wants, runs again
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+}
+
+TEST(SchedulerDataRandomTest, InvariantsHoldAndEveryRequestIsAnswered) {
+  for (std::uint32_t seed = 1; seed <= 30; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    DataRandomRun(seed).run(1500);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
 }
 
 }  // namespace

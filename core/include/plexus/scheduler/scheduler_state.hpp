@@ -62,6 +62,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace plexus::sched {
@@ -171,6 +172,23 @@ class SchedulerOutbox {
   /// Work stealing: the worker should hand back these keys if they have not started yet; it
   /// answers with on_steal_reply.
   virtual void steal(PeerId worker, std::span<const std::string_view> keys) = 0;
+  /// The worker should fetch `what.key` from one of `what.holders` and keep it, then say so
+  /// (on_keys_copied / on_copy_failed). Replicate and rebalance.
+  virtual void copy_key(PeerId worker, const DepLocation& what) = 0;
+  /// The cluster restarts: the worker exits for its nanny to start a fresh process (`exit`), or
+  /// drops every task and value it has in place.
+  virtual void restart_worker(PeerId worker, bool exit) = 0;
+  /// The answer to a client's request `request_id` (replicate, rebalance, restart) that finished
+  /// after the event that asked for it: a JSON document, or an error message instead.
+  virtual void reply(PeerId client, std::uint64_t request_id, std::string_view json,
+                     std::string_view error) = 0;
+};
+
+/// A value a client put on workers itself (scatter), viewed in the received message.
+struct ScatteredKeyView {
+  std::string_view key;
+  std::uint64_t nbytes = 0;
+  std::span<const std::string_view> holders;  // data addresses of the workers it was put on
 };
 
 struct SchedulerOptions {
@@ -306,6 +324,56 @@ class SchedulerState {
   /// Checks heartbeats: workers silent for longer than worker_ttl leave (timed_out). Returns them
   /// so the I/O layer can also tell them to shut down if they reappear.
   std::vector<PeerId> on_tick(double now);
+
+  // ---- data movement: scatter, replicate, rebalance, restart ----
+  //
+  // Scattered keys have no lineage: the data came from a client, so when every holder is lost
+  // (its worker died, or no holder could serve it) the key errs with ErrorKind::lost ("scattered
+  // data K was lost with worker W (cause); it cannot be recomputed: scatter it again"), and so do
+  // the dependents waiting for it; they are never recomputed. A scattered key that was released
+  // (no future wanted it) and is needed again errs the same way.
+  //
+  // Replicate and rebalance copy keys between workers (copy_key, then on_keys_copied or
+  // on_copy_failed from the receiving worker); each request is answered through reply() once
+  // every copy it asked for has ended (copied, failed, or its worker left).
+
+  /// Registers values the client put on workers: in memory on the named holders (unknown
+  /// addresses are skipped), wanted by the client, with no lineage. A key none of whose holders
+  /// is a live worker is reported lost. An existing key in memory gains the holders; a scattered
+  /// key that had been lost or released comes back to memory; any other existing key (a task not
+  /// in memory) is refused with a scheduler_error report and the holders are told to free it.
+  void on_scatter(PeerId client, std::span<const ScatteredKeyView> keys);
+  /// The keys among `keys` that are in memory become wanted by the client (it is told at once,
+  /// as on_want does); returns them with their holders' data addresses. Other keys are left
+  /// alone. Scatter with hash = true uses this to reuse values the cluster already holds.
+  std::vector<std::pair<std::string, std::vector<std::string>>> on_hold(
+      PeerId client, std::span<const std::string_view> keys);
+  /// Copies each key (all in memory, else an error is replied at once and nothing moves) until
+  /// it lives on `n` of `workers` (names or data addresses; empty: every live worker; n = 0 or
+  /// more than there are: all of them), choosing receivers with the fewest held bytes; keys on
+  /// more than n of them lose the extra copies (never the last one). Replies {"copied",
+  /// "failed", "dropped"} once the copies have ended.
+  void on_replicate(PeerId client, std::uint64_t request_id, std::span<const std::string_view> keys,
+                    std::uint32_t n, std::span<const std::string_view> workers);
+  /// Moves keys (empty: every key in memory) from the workers holding more than the mean of
+  /// their bytes to those holding less (among `workers`, empty: all), biggest keys first, each
+  /// move only while it narrows the gap between the two (dask's rebalance): the receiver copies
+  /// the key, then the sender frees it. Replies {"moved", "failed"} once the moves have ended.
+  void on_rebalance(PeerId client, std::uint64_t request_id, std::span<const std::string_view> keys,
+                    std::span<const std::string_view> workers);
+  /// The worker now holds `key` (a copy asked for by copy_key). A key that is no longer in memory
+  /// is freed on it again.
+  void on_keys_copied(PeerId worker, std::string_view key, std::uint64_t nbytes, double now);
+  /// The worker could not fetch `key` from any holder.
+  void on_copy_failed(PeerId worker, std::string_view key, double now);
+  /// Restarts the cluster: every key any client (or dataset, or fire-and-forget) wanted is
+  /// reported cancelled ("the cluster restarted") and every task is forgotten; every worker gets
+  /// restart_worker: those in `supervised` (under a nanny) exit and are removed now (their
+  /// nannies start fresh ones), the others drop their tasks and data in place. Replies
+  /// {"workers"} once as many workers are connected as before.
+  void on_restart(PeerId client, std::uint64_t request_id, std::span<const PeerId> supervised);
+  /// Whether `key` is a scattered key (no lineage).
+  bool is_scattered(std::string_view key) const;
 
   // ---- queries (tests, logs, scheduler_info) ----
   struct WorkerSummary {

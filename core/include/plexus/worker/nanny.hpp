@@ -10,6 +10,8 @@
 //     crash_window;
 //   - the child was removed by the scheduler (exit status 3, e.g. it was stopped past
 //     worker-ttl): started again, without a WorkerDied (the scheduler already knows);
+//   - the child exited with status 6 (the cluster restarts, Client::restart): started again at
+//     once, neither reported nor counted as a death;
 //   - the child exited with status 0 (the scheduler shut down) or 4 (it lost the scheduler): the
 //     nanny leaves too;
 //   - the child's memory (RSS, polled every memory_monitor_interval_ms) passed memory_terminate

@@ -89,6 +89,8 @@ class SpillStore {
 
   /// Removes `key` from memory or from disk (deleting its file). Returns whether it was there.
   bool erase(std::string_view key);
+  /// Removes every value (deleting the spilled files); returns how many there were.
+  std::size_t clear();
 
   bool contains(std::string_view key) const { return index_.find(key) != index_.end(); }
   bool is_spilled(std::string_view key) const;

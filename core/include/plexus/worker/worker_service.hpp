@@ -69,6 +69,7 @@ enum class WorkerExit {
   scheduler_shutdown,  // the scheduler said it is shutting down
   removed,             // the scheduler removed this worker (missed heartbeats)
   scheduler_lost,      // no word from the scheduler within death_timeout
+  restart,             // the cluster restarts: a nanny starts this worker again at once
 };
 
 class WorkerService {
