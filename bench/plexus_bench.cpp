@@ -4,6 +4,7 @@
 //
 //   plexus-bench --scenario latency
 //   plexus-bench --scenario throughput_map --n 10000,100000
+//   plexus-bench --scenario graph_fanin_tree --leaves 8192   # fanin_tree sent as one Graph
 //   plexus-bench --scenario transfer --local-cluster     # Client(LocalClusterOptions) instead
 //   plexus-bench --check                                 # fast subset vs bench/baseline.json
 //   plexus-bench --write-baseline                        # refresh bench/baseline.json
@@ -53,7 +54,8 @@ int main(int argc, char** argv) {
   app.add_option("--n", n_list,
                  "throughput_map: comma-separated task counts "
                  "(default 10000,100000,1000000)");
-  app.add_option("--leaves", args.leaves, "fanin_tree: leaves (power of 2)")->capture_default_str();
+  app.add_option("--leaves", args.leaves, "fanin_tree, graph_fanin_tree: leaves (power of 2)")
+      ->capture_default_str();
   app.add_option("--length", args.length, "chain: length")->capture_default_str();
   app.add_option("--n-pending", args.n_pending, "sched_memory: pending tasks")
       ->capture_default_str();

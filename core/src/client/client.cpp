@@ -1,5 +1,7 @@
 #include <plexus/client.hpp>
 
+#include "client/graph_data.hpp"
+
 #include <plexus/abi.h>
 #include <plexus/client/local_cluster.hpp>
 #include <plexus/worker/plugin_loader.hpp>
@@ -93,17 +95,18 @@ std::exception_ptr make_task_error(const std::string& key, const ErrorInfo& e) {
 
 // A task spec as queued for the I/O thread.
 struct PendingTask {
-  detail::FutureState* state;  // its key; lives at least until the submit is sent (ClientCore)
+  // Its key, wanted by this client; lives at least until the submit is sent (ClientCore). Null
+  // for a task the client does not want (a graph's intermediate node): then `key` is its key.
+  detail::FutureState* state;
+  std::string key;
   std::string name;
   std::string args;
   std::vector<std::string> deps;
-};
-
-// SubmitOptions' placement restrictions, shared by the tasks of one submit (rare).
-struct Placement {
-  std::vector<std::string> workers;
-  bool allow_other_workers = false;
-  std::vector<std::pair<std::string, double>> resources;
+  // Its per-task options (client_detail::task_options); the tasks of one call share the block.
+  std::shared_ptr<const SubmitOptions> options;
+  // Whether a Submit message may end after this task. False inside a chunk of a graph: an
+  // unwanted task must reach the scheduler in the same message as its dependents.
+  bool split_after = true;
 };
 
 struct Command {
@@ -117,9 +120,6 @@ struct Command {
   } type;
   // Built with designated initializers; what a command type does not use stays empty.
   std::vector<PendingTask> tasks{};  // submit
-  std::uint32_t retries = 0;
-  std::int32_t priority = 0;
-  std::shared_ptr<const Placement> placement{};  // submit: restrictions, if any
   std::string key{};                   // fetch, cancel, want
   std::vector<std::string> holders{};  // fetch: where; info and others: the keys or workers
   wire::InfoKind info_kind = wire::InfoKind::scheduler_info;
@@ -136,6 +136,11 @@ struct Command {
 // Submitters wait while this many tasks are queued for the I/O thread, so a client that maps
 // faster than the wire drains holds a bounded backlog of encoded calls.
 constexpr std::size_t kMaxQueuedTasks = 8192;
+
+// Tasks per Submit message, about: the I/O thread ends a message once it holds this many (where
+// a task allows it, PendingTask::split_after), so the scheduler starts on a large submission while
+// the rest streams in. A graph is cut into chunks of this size (Impl::submit_graph).
+constexpr std::size_t kSubmitChunk = 8192;
 
 }  // namespace
 
@@ -253,9 +258,7 @@ struct ClientCore {
       was_empty = queues_empty();
       queued_tasks += c.tasks.size();
       Command* last = commands.empty() ? nullptr : &commands.back();
-      if (c.type == Command::Type::submit && last && last->type == Command::Type::submit &&
-          last->retries == c.retries && last->priority == c.priority &&
-          last->placement == c.placement) {
+      if (c.type == Command::Type::submit && last && last->type == Command::Type::submit) {
         // Task-by-task submits join one command: one vector for the I/O thread, not one each.
         last->tasks.insert(last->tasks.end(), std::make_move_iterator(c.tasks.begin()),
                            std::make_move_iterator(c.tasks.end()));
@@ -579,45 +582,18 @@ struct Client::Impl {
   }
 
   // ---- user threads ----
-  // The options' restrictions, checked; null when there are none (the common case).
-  static std::shared_ptr<const Placement> placement_of(const SubmitOptions& o) {
-    if (o.workers.empty() && o.resources.empty()) return nullptr;
-    auto p = std::make_shared<Placement>();
-    for (const auto& w : o.workers) {
-      if (w.empty()) throw std::invalid_argument("SubmitOptions::workers: an empty worker name");
-    }
-    p->workers = o.workers;
-    p->allow_other_workers = o.allow_other_workers;
-    for (const auto& [name, amount] : o.resources) {
-      if (name.empty()) throw std::invalid_argument("SubmitOptions::resources: an empty name");
-      if (!std::isfinite(amount) || amount < 0) {
-        throw std::invalid_argument("SubmitOptions::resources: the amount of " + name + " (" +
-                                    std::to_string(amount) + ") is not a number >= 0");
-      }
-      p->resources.emplace_back(name, amount);
-    }
-    return p;
-  }
-
   std::vector<detail::FutureRef> submit(const SubmitOptions& o, std::vector<EncodedCall> calls,
                                         bool single) {
-    auto placement = placement_of(o);
+    client_detail::check_options(o);
     std::vector<std::string> keys;
     keys.reserve(calls.size());
+    // map's calls share o (its key, if any, is in each call): the key comes from the call.
+    SubmitOptions per_call = o;
+    if (!single) per_call.key.clear();
     for (auto& c : calls) {
-      if (c.name.find('.') == std::string::npos) {
-        throw std::invalid_argument("task name '" + c.name +
-                                    "' must be '<plugin>.<task>', e.g. 'math.inc'");
-      }
-      if (!c.key.empty()) {
-        keys.push_back(std::move(c.key));
-      } else if (single && !o.key.empty()) {
-        keys.push_back(o.key);
-      } else if (o.pure) {
-        keys.push_back(task_key(c.name, c.args));
-      } else {
-        keys.push_back(random_task_key(c.name));
-      }
+      client_detail::check_task_name(c.name);
+      keys.push_back(!c.key.empty() ? std::move(c.key)
+                                    : client_detail::call_key(per_call, c.name, c.args));
     }
     core->wait_for_room();
     std::vector<detail::FutureRef> result;
@@ -625,6 +601,7 @@ struct Client::Impl {
     std::vector<PendingTask> fresh;
     std::lock_guard lock(core->mu);
     check_open_locked();
+    const auto options = task_options_locked(o);
     for (std::size_t i = 0; i < calls.size(); ++i) {
       bool created = false;
       FutureState* s = acquire_locked(keys[i], created);
@@ -633,18 +610,122 @@ struct Client::Impl {
       auto& c = calls[i];
       std::sort(c.refs.begin(), c.refs.end());
       c.refs.erase(std::unique(c.refs.begin(), c.refs.end()), c.refs.end());
-      fresh.push_back({s, std::move(c.name), std::move(c.args), std::move(c.refs)});
+      fresh.push_back({.state = s,
+                       .key = {},
+                       .name = std::move(c.name),
+                       .args = std::move(c.args),
+                       .deps = std::move(c.refs),
+                       .options = options});
     }
     // Queued under core->mu, so submits reach the scheduler in the order their keys were
     // registered: a task using a future that another thread has just created comes after it.
     if (!fresh.empty()) {
-      core->push(Command{.type = Command::Type::submit,
-                         .tasks = std::move(fresh),
-                         .retries = o.retries,
-                         .priority = o.priority,
-                         .placement = std::move(placement)});
+      core->push(Command{.type = Command::Type::submit, .tasks = std::move(fresh)});
     }
     return result;
+  }
+
+  // Sends the nodes `outputs` of `g` and the ancestors they need that this client holds no
+  // future for, in one command, in the graph's order (a dependency order: a node refers only to
+  // nodes added before it). Only the outputs are wanted; the scheduler keeps every other node
+  // while its dependents need it. Caller holds g.mu.
+  //
+  // An unwanted task must reach the scheduler in the same Submit message as its dependents (it
+  // releases an unwanted task nobody needs once the message is read). A graph of more than
+  // kSubmitChunk tasks goes in chunks of that size: the I/O thread ends a message only at a
+  // chunk's end (split_after), so a message holds whole chunks (and perhaps tasks queued before
+  // the graph). A node needed by a later chunk is wanted by this client until the whole graph is
+  // queued: its future (a "bridge") is dropped here after the push, so its Release follows every
+  // chunk.
+  std::vector<detail::FutureRef> submit_graph(const detail::GraphData& g,
+                                              const std::vector<std::uint32_t>& outputs) {
+    enum Mark : std::uint8_t { unseen, send, held };
+    const std::size_t n = g.nodes.size();
+    core->wait_for_room();
+    std::vector<detail::FutureRef> result;
+    result.reserve(outputs.size());
+    std::vector<detail::FutureRef> keep;  // held ancestors and bridges: dropped after the push
+    std::lock_guard lock(core->mu);
+    check_open_locked();
+    std::vector<std::uint8_t> mark(n, unseen);
+    std::vector<FutureState*> wanted(n, nullptr);
+    std::vector<std::uint32_t> stack;
+    for (const std::uint32_t i : outputs) {
+      bool created = false;
+      FutureState* s = acquire_locked(g.nodes[i].key, created);
+      result.emplace_back(s);
+      if (mark[i] != unseen) continue;  // an output listed twice
+      if (!created) {
+        mark[i] = held;  // submitted (or wanted) before: the cluster knows it
+        continue;
+      }
+      mark[i] = send;
+      wanted[i] = s;
+      stack.push_back(i);
+    }
+    while (!stack.empty()) {
+      const std::uint32_t i = stack.back();
+      stack.pop_back();
+      for (const std::uint32_t d : g.nodes[i].node_deps) {
+        if (mark[d] != unseen) continue;
+        if (auto it = core->futures.find(std::string_view(g.nodes[d].key));
+            it != core->futures.end()) {
+          // Held: not sent again. Taken here too, so that a release of it already queued cannot
+          // overtake the dependents' submit.
+          (*it)->handles.fetch_add(1, std::memory_order_relaxed);
+          keep.emplace_back(*it);
+          mark[d] = held;
+          continue;
+        }
+        mark[d] = send;
+        stack.push_back(d);
+      }
+    }
+    std::vector<std::uint32_t> order;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (mark[i] == send) order.push_back(i);
+    }
+    if (order.size() > kSubmitChunk) {
+      std::vector<std::uint32_t> chunk(n, 0);
+      for (std::size_t p = 0; p < order.size(); ++p) {
+        chunk[order[p]] = static_cast<std::uint32_t>(p / kSubmitChunk);
+      }
+      for (const std::uint32_t i : order) {
+        for (const std::uint32_t d : g.nodes[i].node_deps) {
+          if (mark[d] != send || wanted[d] != nullptr || chunk[d] == chunk[i]) continue;
+          bool created = false;
+          wanted[d] = acquire_locked(g.nodes[d].key, created);  // new: it was not held
+          keep.emplace_back(wanted[d]);
+        }
+      }
+    }
+    std::vector<PendingTask> tasks;
+    tasks.reserve(order.size());
+    for (std::size_t p = 0; p < order.size(); ++p) {
+      const detail::GraphNode& node = g.nodes[order[p]];
+      FutureState* s = wanted[order[p]];
+      tasks.push_back({.state = s,
+                       .key = s ? std::string() : node.key,
+                       .name = node.task,
+                       .args = node.args,
+                       .deps = node.deps,
+                       .options = node.options,
+                       .split_after = (p + 1) % kSubmitChunk == 0 || p + 1 == order.size()});
+    }
+    if (!tasks.empty()) {
+      core->push(Command{.type = Command::Type::submit, .tasks = std::move(tasks)});
+    }
+    return result;
+  }
+
+  // The per-task options of a call under `o`, shared with the previous call when equal (one
+  // block for a stream of submits with the same options). Caller holds core->mu.
+  std::shared_ptr<const SubmitOptions> task_options_locked(const SubmitOptions& o) {
+    SubmitOptions t = client_detail::task_options(o);
+    if (!last_options || !(*last_options == t)) {
+      last_options = std::make_shared<const SubmitOptions>(std::move(t));
+    }
+    return last_options;
   }
 
   // A future for a key this client may not have submitted: the scheduler is told it is wanted
@@ -1054,32 +1135,12 @@ struct Client::Impl {
           std::string_view last_name;
           fb::Offset<fb::String> n;
           for (auto& t : c.tasks) {
-            auto k = out.str(t.state->key());
             if (t.name != last_name || n.IsNull()) {  // a map repeats one name
               n = out.str(t.name);
               last_name = t.name;
             }
-            auto a = out.bytes(t.args);
-            fb::Offset<fb::Vector<fb::Offset<fb::String>>> d;
-            if (!t.deps.empty()) d = out.strs(t.deps);
-            fb::Offset<fb::Vector<fb::Offset<fb::String>>> ws;
-            fb::Offset<fb::Vector<fb::Offset<wire::Resource>>> rs;
-            bool loose = false;
-            if (c.placement) {  // rare: written per task, the scheduler dedupes equal ones
-              if (!c.placement->workers.empty()) ws = out.strs(c.placement->workers);
-              if (!c.placement->resources.empty()) {
-                std::vector<fb::Offset<wire::Resource>> items;
-                for (const auto& [rname, amount] : c.placement->resources) {
-                  items.push_back(wire::CreateResource(out.fbb(), out.str(rname), amount));
-                }
-                rs = out.fbb().CreateVector(items);
-              }
-              loose = c.placement->allow_other_workers;
-            }
-            specs.push_back(wire::CreateTaskSpec(out.fbb(), k, n, a, d, c.retries, c.priority, ws,
-                                                 loose, rs));
-            // Keep messages moderate so the scheduler can start while the rest streams in.
-            if (specs.size() >= 8192) {
+            specs.push_back(task_spec(t, n));
+            if (t.split_after && specs.size() >= kSubmitChunk) {
               flush();
               n = {};
             }
@@ -1185,6 +1246,32 @@ struct Client::Impl {
       }
       released.clear();
     }
+  }
+
+  // The wire form of a queued task: where its SubmitOptions reach the scheduler, for submit, map
+  // and graph nodes alike.
+  fb::Offset<wire::TaskSpec> task_spec(const PendingTask& t, fb::Offset<fb::String> name) {
+    const SubmitOptions& o = *t.options;
+    auto k = out.str(t.state ? t.state->key() : std::string_view(t.key));
+    auto a = out.bytes(t.args);
+    fb::Offset<fb::Vector<fb::Offset<fb::String>>> d;
+    if (!t.deps.empty()) d = out.strs(t.deps);
+    fb::Offset<fb::Vector<fb::Offset<fb::String>>> ws;
+    fb::Offset<fb::Vector<fb::Offset<wire::Resource>>> rs;
+    bool loose = false;
+    if (!o.workers.empty() || !o.resources.empty()) {  // rare: the scheduler dedupes equal ones
+      if (!o.workers.empty()) ws = out.strs(o.workers);
+      if (!o.resources.empty()) {
+        std::vector<fb::Offset<wire::Resource>> items;
+        for (const auto& [rname, amount] : o.resources) {
+          items.push_back(wire::CreateResource(out.fbb(), out.str(rname), amount));
+        }
+        rs = out.fbb().CreateVector(items);
+      }
+      loose = o.allow_other_workers;
+    }
+    return wire::CreateTaskSpec(out.fbb(), k, name, a, d, o.retries, o.priority, ws, loose, rs,
+                                /*wanted=*/t.state != nullptr);
   }
 
   void flush_specs() {
@@ -1444,6 +1531,7 @@ struct Client::Impl {
   std::unique_ptr<ClientCore, CoreUnref> core;
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<LocalCluster> cluster;
+  std::shared_ptr<const SubmitOptions> last_options;  // guarded by core->mu
   std::vector<std::string> local_plugin_path;  // plugin directories given to the LocalCluster
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::milliseconds death_timeout{60000};
@@ -1785,6 +1873,66 @@ void Client::rebalance_states(const std::vector<const detail::FutureState*>& sta
 
 void Client::restart(std::chrono::milliseconds timeout) {
   impl_->request(Command{.type = Command::Type::restart}, timeout, "restart");
+}
+
+std::vector<detail::FutureRef> Client::compute_nodes(const Graph* graph,
+                                                     const std::vector<const AnyNode*>& outputs,
+                                                     bool persist, const char* what) {
+  if (outputs.empty()) return {};
+  detail::GraphData* g = nullptr;
+  for (const AnyNode* node : outputs) {
+    if (!node->valid()) {
+      throw std::invalid_argument(std::string(what) +
+                                  ": an empty (default-constructed) Node; nodes come from "
+                                  "Graph::add");
+    }
+    if (graph && node->graph_ != graph->data_) {
+      throw std::invalid_argument(std::string(what) + ": node " + std::string(node->key()) +
+                                  " belongs to another Graph than the one given");
+    }
+    if (g && node->graph_.get() != g) {
+      throw std::invalid_argument(std::string(what) + ": node " + std::string(node->key()) +
+                                  " belongs to another Graph than node " +
+                                  std::string(outputs.front()->key()) +
+                                  "; nodes computed together must share one Graph");
+    }
+    g = node->graph_.get();
+  }
+  std::vector<std::uint32_t> indices;
+  indices.reserve(outputs.size());
+  for (const AnyNode* node : outputs) indices.push_back(node->index_);
+  std::vector<detail::FutureRef> refs;
+  std::vector<detail::FutureRef> replaced;  // dropped after g->mu is let go
+  {
+    std::lock_guard lock(g->mu);
+    refs = impl_->submit_graph(*g, indices);
+    if (persist) {
+      for (std::size_t i = 0; i < indices.size(); ++i) {
+        replaced.push_back(std::exchange(g->nodes[indices[i]].persisted, refs[i]));
+      }
+    }
+  }
+  return refs;
+}
+
+std::vector<Future<Encoded>> Client::compute(const Graph& graph) {
+  const std::vector<AnyNode> sinks = graph.sinks();
+  std::vector<const AnyNode*> outputs;
+  outputs.reserve(sinks.size());
+  for (const AnyNode& node : sinks) outputs.push_back(&node);
+  std::vector<Future<Encoded>> out;
+  out.reserve(sinks.size());
+  for (auto& r : compute_nodes(&graph, outputs, false, "compute")) out.emplace_back(std::move(r));
+  return out;
+}
+
+Graph Client::persist(const Graph& graph) {
+  const std::vector<AnyNode> sinks = graph.sinks();
+  std::vector<const AnyNode*> outputs;
+  outputs.reserve(sinks.size());
+  for (const AnyNode& node : sinks) outputs.push_back(&node);
+  compute_nodes(&graph, outputs, true, "persist");
+  return graph;
 }
 
 detail::FutureRef Client::submit_encoded(const SubmitOptions& options, EncodedCall call) {

@@ -367,7 +367,8 @@ struct SchedulerService::Impl final : SchedulerOutbox {
                                 .priority = t->priority(),
                                 .workers = {},
                                 .allow_other_workers = t->allow_other_workers(),
-                                .resources = {}});
+                                .resources = {},
+                                .wanted = t->wanted()});
           if (t->workers() || t->resources()) {  // rare: placement restrictions
             Restrictions r{spec_views.size() - 1, worker_views.size(), 0,
                            resource_views.size(), 0};

@@ -541,6 +541,8 @@ struct SchedulerState::Impl {
   std::vector<TaskId> err_stack;
   std::vector<Index> touched;
   std::vector<TaskId> scratch_ids;
+  std::vector<TaskId> provisional;  // on_submit: new unwanted tasks held until the batch is in
+  std::vector<TaskId> confirmed;    // on_submit: of those, the ones a later spec wants
   ComputeRequest request;
   std::vector<DepLocation> spare_deps;
   std::vector<std::string_view> report_holders;
@@ -1960,7 +1962,8 @@ void SchedulerState::on_submit(PeerId client, const std::vector<TaskSpec>& tasks
                      .priority = t.priority,
                      .workers = std::span(workers).subspan(at_worker, t.workers.size()),
                      .allow_other_workers = t.allow_other_workers,
-                     .resources = std::span(resources).subspan(at_resource, t.resources.size())});
+                     .resources = std::span(resources).subspan(at_resource, t.resources.size()),
+                     .wanted = t.wanted});
     at_dep += t.deps.size();
     at_worker += t.workers.size();
     at_resource += t.resources.size();
@@ -1973,12 +1976,21 @@ void SchedulerState::on_submit(PeerId client, std::span<const TaskSpecView> task
   const Index c = s.ensure_client(client, "");
   auto& dep_ids = s.scratch_ids;
   RestrictionPtr last_restriction;
+  // New tasks the client does not want (a graph's intermediates) are held by a provisional want
+  // of the client while the batch is read: during on_submit wants are only added, so no record
+  // is forgotten before its dependents later in the batch link to it.
+  auto& provisional = s.provisional;
+  auto& confirmed = s.confirmed;  // provisional ones that a later spec of the batch wants
+  provisional.clear();
+  confirmed.clear();
   for (const TaskSpecView& spec : tasks) {
     ++s.counters.tasks_submitted;
     const std::uint32_t h = KeyIndex::hash(spec.key);
     const TaskId existing = s.keys.find(spec.key, h, s.key_of());
     if (existing != kNone) {
       ++s.counters.tasks_deduplicated;
+      if (!spec.wanted) continue;  // known already: it needs no holding, and gains no want
+      if (!provisional.empty()) confirmed.push_back(existing);
       s.want(c, existing);
       s.drain_releases();
       continue;
@@ -2004,6 +2016,7 @@ void SchedulerState::on_submit(PeerId client, std::span<const TaskSpecView> task
       last_restriction = std::move(r);
     }
     add_link(s.wanted_by_of(), id, s.wants_of(), c);
+    if (!spec.wanted) provisional.push_back(id);
     if (err) {
       s.set_erred(id, std::move(err));
       continue;
@@ -2011,6 +2024,24 @@ void SchedulerState::on_submit(PeerId client, std::span<const TaskSpecView> task
     for (const TaskId d : dep_ids) add_link(s.deps_of(), id, s.dependents_of(), d);
     s.compute_released(id, false);
     s.drain_releases();
+  }
+  // The whole batch is in: the provisional wants go, and each unwanted task stays only while a
+  // dependent needs it (before schedule(), so one nobody needs never reaches a worker).
+  if (!provisional.empty()) {
+    std::sort(confirmed.begin(), confirmed.end());
+    for (const TaskId id : provisional) {
+      if (std::binary_search(confirmed.begin(), confirmed.end(), id)) continue;
+      const Task& t = s.tasks[id];
+      for (Index i = 0; i < t.wanted_by.size(); ++i) {
+        if (t.wanted_by[i].id == c) {
+          remove_link(s.wanted_by_of(), id, i, s.wants_of());
+          s.release_work.push_back(id);
+          break;
+        }
+      }
+    }
+    provisional.clear();
+    confirmed.clear();
   }
   s.drain_releases();
   s.schedule();

@@ -8,6 +8,9 @@
 //   int v   = y.result();                                   // 12
 //   std::vector<int> all = client.gather(xs);               // {2, 3, 4}
 //
+// Task graphs built on the client and sent in one go (Graph, Node, compute, persist) are in
+// plexus/graph.hpp.
+//
 // Keys: a pure task (the default) gets "<task>-<hash of name and arguments>", the same on every
 // machine, and a key the cluster already holds is reused, not recomputed. SubmitOptions{.pure =
 // false} gives a fresh random key instead.
@@ -28,12 +31,15 @@
 #include <cstddef>
 #include <deque>
 #include <exception>
+#include <initializer_list>
 #include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <stdexcept>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -264,12 +270,39 @@ class AsCompleted {
   std::deque<Future<T>> ready_;  // done, not yet returned, in the order they were added
 };
 
+class AnyNode;
+class Graph;
+template <class T>
+class Node;
+
+namespace detail {
+struct GraphData;
+/// What Graph::add collects while it encodes a task's arguments on this thread: the futures and
+/// the graph's nodes among them, at any depth (a vector of futures counts). Set only for the
+/// duration of that encoding, by ArgCaptureScope.
+struct ArgCapture {
+  const GraphData* graph = nullptr;
+  std::vector<FutureRef> futures;
+  std::vector<std::uint32_t> nodes;  // indices in `graph`
+};
+inline thread_local ArgCapture* arg_capture = nullptr;
+}  // namespace detail
+
 /// A future as a task argument: it travels as a reference to its key, and the worker receives
-/// the value.
+/// the value. Throws std::invalid_argument for an empty (default-constructed) future.
 template <class T>
 struct codec<Future<T>> {
   static std::string type_name() { return "future<" + codec<T>::type_name() + ">"; }
-  static void encode(Writer& w, const Future<T>& f) { w.ref(f.key()); }
+  static void encode(Writer& w, const Future<T>& f) {
+    if (!f.valid()) {
+      throw std::invalid_argument(
+          "an empty (default-constructed) Future cannot be a task argument");
+    }
+    // Inside Graph::add: the graph holds the future, so its key stays on the cluster while the
+    // graph may still need it.
+    if (detail::ArgCapture* c = detail::arg_capture) c->futures.push_back(f.state());
+    w.ref(f.key());
+  }
 };
 
 struct SubmitOptions {
@@ -290,6 +323,8 @@ struct SubmitOptions {
   /// offering them (plexus-worker --resources "GPU=2"), and no more such tasks run on a worker
   /// at once than its amounts allow.
   std::map<std::string, double> resources;
+
+  bool operator==(const SubmitOptions&) const = default;
 };
 
 /// Where Client::scatter puts values, and under which keys.
@@ -615,6 +650,40 @@ class Client {
   /// many workers are connected as before; throws TimeoutError otherwise.
   void restart(std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
+  // ---- task graphs (declared here, defined in plexus/graph.hpp: include it to use them) ----
+  /// Computes `output` and the ancestors this client does not hold already, sent together in
+  /// one submission; returns at once. Only the output is wanted: the ancestors' results stay on
+  /// the cluster while tasks that depend on them need them, then are released. Throws
+  /// std::invalid_argument for an empty node.
+  template <class T>
+  Future<T> compute(const Node<T>& output);
+  /// Several outputs of one Graph, of different types: `auto [x, s] = client.compute(a, b);`.
+  /// Throws std::invalid_argument if they belong to different Graphs.
+  template <class A, class B, class... More>
+  std::tuple<Future<A>, Future<B>, Future<More>...> compute(const Node<A>& a, const Node<B>& b,
+                                                           const Node<More>&... more);
+  template <class T>
+  std::vector<Future<T>> compute(const std::vector<Node<T>>& outputs);
+  /// As compute(outputs), checking that every output is a node of `graph`.
+  template <class T>
+  std::vector<Future<T>> compute(const Graph& graph, const std::vector<Node<T>>& outputs);
+  template <class T>
+  std::vector<Future<T>> compute(const Graph& graph, std::initializer_list<Node<T>> outputs);
+  /// Every sink of `graph` (a node no other node takes as argument), in the order added, as
+  /// untyped futures (`Future<T>(f.state())` gives a typed one). Nothing for an empty graph.
+  std::vector<Future<Encoded>> compute(const Graph& graph);
+
+  /// As compute, and the node keeps its future: the result stays on the cluster while the node
+  /// (or its Graph) lives, and graphs built on the node from then on use the held result rather
+  /// than recompute its ancestors. Returns the node, now backed by a future (Node::future(),
+  /// plexus::futures_of).
+  template <class T>
+  Node<T> persist(const Node<T>& node);
+  template <class T>
+  std::vector<Node<T>> persist(const std::vector<Node<T>>& nodes);
+  /// Persists every sink of `graph`; returns the graph.
+  Graph persist(const Graph& graph);
+
   /// Waits for every future and returns the values in order; throws the first failure.
   template <class T>
   std::vector<T> gather(const std::vector<Future<T>>& futures) {
@@ -680,6 +749,13 @@ class Client {
   void rebalance_states(const std::vector<const detail::FutureState*>& states,
                         const std::vector<std::string>& workers, std::chrono::milliseconds timeout,
                         bool some);
+
+  /// Sends the `outputs` (nodes of `graph`, or of one Graph whichever it is when `graph` is null)
+  /// and the ancestors this client does not hold, in one submission; a future per output. With
+  /// `persist`, each output node keeps its future. `what` names the caller in errors.
+  std::vector<detail::FutureRef> compute_nodes(const Graph* graph,
+                                               const std::vector<const AnyNode*>& outputs,
+                                               bool persist, const char* what);
   std::unique_ptr<Impl> impl_;
 };
 

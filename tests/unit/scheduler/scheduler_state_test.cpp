@@ -1825,6 +1825,158 @@ TEST_F(SchedulerStateTest, DatasetsHoldTheirKeysUntilUnpublished) {
   EXPECT_EQ(state.dataset("two"), std::nullopt);
 }
 
+// ---- graph submission: tasks the client does not want (TaskSpec::wanted = false) ----
+
+// A graph's intermediate task: submitted for its dependents, not wanted by the client.
+TaskSpec intermediate(std::string key, std::vector<std::string> deps = {}) {
+  TaskSpec s = task(std::move(key), std::move(deps));
+  s.wanted = false;
+  return s;
+}
+
+TEST_F(SchedulerStateTest, GraphIntermediatesLiveOnlyWhileDependentsNeedThem) {
+  worker(kW1, 4);
+  submit(kC1, {intermediate("a"), intermediate("b", {"a"}), intermediate("c", {"a"}),
+               task("d", {"b", "c"})});
+  EXPECT_THAT(out.computed(), ElementsAre("a"));
+  EXPECT_EQ(st("b"), TaskState::waiting);
+  EXPECT_EQ(st("d"), TaskState::waiting);
+  done(kW1, "a");
+  EXPECT_THAT(out.computed(), ElementsAre("a", "b", "c"));
+  done(kW1, "b");
+  EXPECT_EQ(st("a"), TaskState::memory);  // c still needs it
+  EXPECT_THAT(out.frees, IsEmpty());
+  done(kW1, "c");
+  EXPECT_EQ(st("a"), TaskState::released);
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+  EXPECT_THAT(out.computed(), ElementsAre("a", "b", "c", "d"));
+  done(kW1, "d");
+  EXPECT_THAT(out.frees,
+              UnorderedElementsAre(FreeCall{kW1, "a"}, FreeCall{kW1, "b"}, FreeCall{kW1, "c"}));
+  // Only the output was ever reported: the client holds no future for the rest.
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::memory), ElementsAre("d"));
+  EXPECT_EQ(out.reports.size(), 1u);
+  EXPECT_EQ(state.task_count(), 4u);  // lineage kept while d exists
+  release(kC1, {"d"});
+  EXPECT_EQ(state.task_count(), 0u);
+}
+
+TEST_F(SchedulerStateTest, UnwantedTaskThatNothingNeedsIsDroppedBeforeItRuns) {
+  worker(kW1);
+  submit(kC1, {intermediate("x"), task("y")});
+  EXPECT_THAT(out.computed(), ElementsAre("y"));
+  EXPECT_EQ(st("x"), std::nullopt);
+  EXPECT_EQ(state.task_count(), 1u);
+  EXPECT_THAT(out.reports, IsEmpty());
+}
+
+TEST_F(SchedulerStateTest, UnwantedTaskWaitsForItsDependentLaterInTheBatch) {
+  // Many intermediates before the one task that uses them all: none is released on the way.
+  worker(kW1, 2);
+  std::vector<TaskSpec> ts;
+  std::vector<std::string> parts;
+  for (int i = 0; i < 20; ++i) {
+    parts.push_back("p" + std::to_string(i));
+    ts.push_back(intermediate(parts.back()));
+  }
+  ts.push_back(task("total", parts));
+  submit(kC1, std::move(ts));
+  EXPECT_EQ(state.task_count(), 21u);
+  for (const auto& p : parts) ASSERT_TRUE(st(p).has_value()) << p;
+  // The worker runs a few at a time (the rest wait queued on the scheduler).
+  while (st("total") == TaskState::waiting) {
+    std::vector<std::string> running;
+    for (const auto& p : parts) {
+      if (st(p) == TaskState::processing) running.push_back(p);
+    }
+    ASSERT_FALSE(running.empty()) << "no part is running";
+    for (const auto& r : running) done(kW1, r);
+  }
+  EXPECT_EQ(st("total"), TaskState::processing);
+  done(kW1, "total");
+  for (const auto& p : parts) EXPECT_EQ(st(p), TaskState::released) << p;
+  EXPECT_EQ(out.frees.size(), parts.size());
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::memory), ElementsAre("total"));
+}
+
+TEST_F(SchedulerStateTest, KeyUnwantedThenWantedInOneBatchStaysWanted) {
+  worker(kW1);
+  submit(kC1, {intermediate("x"), task("y", {"x"}), task("x")});
+  done(kW1, "x");
+  done(kW1, "y");
+  EXPECT_EQ(st("x"), TaskState::memory);  // wanted by the third spec
+  EXPECT_THAT(out.reported_keys(kC1, KeyStatus::memory), ElementsAre("x", "y"));
+  EXPECT_THAT(out.frees, IsEmpty());
+}
+
+TEST_F(SchedulerStateTest, UnwantedSpecOfAWantedKeyLeavesTheWant) {
+  worker(kW1);
+  submit(kC1, {task("a")});
+  done(kW1, "a");
+  submit(kC1, {intermediate("a"), task("b", {"a"})});
+  done(kW1, "b");
+  EXPECT_EQ(st("a"), TaskState::memory);  // the first submission still wants it
+  EXPECT_THAT(out.frees, IsEmpty());
+  EXPECT_EQ(state.counters().tasks_deduplicated, 1u);
+  release(kC1, {"a"});
+  EXPECT_EQ(st("a"), TaskState::released);  // lineage of b
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+}
+
+TEST_F(SchedulerStateTest, UnwantedKeyHeldByAnotherClientIsReused) {
+  worker(kW1);
+  submit(kC2, {task("a")});
+  done(kW1, "a");
+  out.clear();
+  submit(kC1, {intermediate("a"), task("b", {"a"})});
+  EXPECT_THAT(out.computed(), ElementsAre("b"));  // a is not computed again
+  EXPECT_THAT(out.reports, IsEmpty());            // and c1 is not told about it
+  done(kW1, "b");
+  release(kC2, {"a"});
+  EXPECT_EQ(st("a"), TaskState::released);
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+}
+
+TEST_F(SchedulerStateTest, FailedIntermediateErrsItsDependents) {
+  worker(kW1);
+  submit(kC1, {intermediate("a"), intermediate("b", {"a"}), task("c", {"b"})});
+  fail(kW1, "a", ErrorKind::exception, "bad input");
+  EXPECT_EQ(st("a"), TaskState::erred);
+  EXPECT_EQ(st("b"), TaskState::erred);
+  EXPECT_EQ(st("c"), TaskState::erred);
+  ASSERT_EQ(out.reports.size(), 1u);  // to the one wanter, about the output
+  EXPECT_EQ(out.reports[0].key, "c");
+  EXPECT_EQ(out.reports[0].status, KeyStatus::erred);
+  ASSERT_TRUE(out.reports[0].error.has_value());
+  EXPECT_EQ(out.reports[0].error->message, "bad input");
+  release(kC1, {"c"});
+  EXPECT_EQ(state.task_count(), 0u);
+}
+
+TEST_F(SchedulerStateTest, IntermediateWithUnknownDependencyErrsTheOutput) {
+  worker(kW1);
+  submit(kC1, {intermediate("a", {"nope"}), task("b", {"a"})});
+  EXPECT_THAT(out.computes, IsEmpty());
+  EXPECT_EQ(st("b"), TaskState::erred);
+  const auto rb = out.reports_of("b");
+  ASSERT_EQ(rb.size(), 1u);
+  ASSERT_TRUE(rb[0].error.has_value());
+  EXPECT_THAT(rb[0].error->message, HasSubstr("nope"));
+  EXPECT_EQ(st("a"), TaskState::erred);  // kept as b's lineage, not wanted
+  release(kC1, {"b"});
+  EXPECT_EQ(state.task_count(), 0u);
+}
+
+TEST_F(SchedulerStateTest, ClientLeavingMidGraphReleasesItsIntermediates) {
+  worker(kW1);
+  submit(kC1, {intermediate("a"), intermediate("b", {"a"}), task("c", {"b"})});
+  EXPECT_EQ(st("a"), TaskState::processing);
+  state.on_client_left(kC1);
+  check();
+  EXPECT_EQ(state.task_count(), 0u);
+  EXPECT_THAT(out.frees, ElementsAre(FreeCall{kW1, "a"}));
+}
+
 }  // namespace
 }  // namespace plexus::sched
 

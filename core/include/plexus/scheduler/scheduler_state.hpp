@@ -102,6 +102,9 @@ struct TaskSpecView {
   std::span<const std::string_view> workers{};  // names or data addresses; empty: any worker
   bool allow_other_workers = false;
   std::span<const ResourceView> resources{};
+  /// False: the client does not want this key (a graph's intermediate task); it is kept only
+  /// while dependents need it.
+  bool wanted = true;
 };
 
 /// A task as submitted by a client, owning its strings (tests, benchmarks).
@@ -115,6 +118,7 @@ struct TaskSpec {
   std::vector<std::string> workers{};
   bool allow_other_workers = false;
   std::vector<Resource> resources{};
+  bool wanted = true;  // as TaskSpecView::wanted
 };
 
 struct WorkerInfo {
@@ -233,6 +237,10 @@ class SchedulerState {
   /// Tasks in dependency order. A key that already exists is not recomputed: the client is added
   /// to its wanters (and told at once if it is in memory or erred; a released key is recomputed).
   /// A dependency that is unknown errs the task (ErrorKind::scheduler_error, naming the key).
+  /// Tasks not `wanted` (a graph's intermediates) add no want: a new one is held for the client
+  /// until the whole batch is in, so that its dependents later in the batch find it, and then
+  /// kept only while they need it (released at once if none does); an existing one is left as it
+  /// is.
   void on_submit(PeerId client, std::span<const TaskSpecView> tasks);
   void on_submit(PeerId client, const std::vector<TaskSpec>& tasks);
   /// The client wants existing keys (e.g. a future it rebuilt from a key). Unknown keys are
