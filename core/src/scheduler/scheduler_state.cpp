@@ -888,11 +888,14 @@ struct SchedulerState::Impl {
 
   /// A fire-and-forget task is done (memory or erred): the scheduler's own want of it goes.
   void finish_fire_and_forget(TaskId id) {
-    const Index ff = fire_and_forget_client;
-    if (ff == kNone) return;
+    if (fire_and_forget_client != kNone) unwant(fire_and_forget_client, id);
+  }
+
+  /// Client `c` no longer wants task `id` (if it did); the task is then checked for release.
+  void unwant(Index c, TaskId id) {
     const Task& t = tasks[id];
     for (Index i = 0; i < t.wanted_by.size(); ++i) {
-      if (t.wanted_by[i].id == ff) {
+      if (t.wanted_by[i].id == c) {
         remove_link(wanted_by_of(), id, i, wants_of());
         release_work.push_back(id);
         return;
@@ -2031,14 +2034,7 @@ void SchedulerState::on_submit(PeerId client, std::span<const TaskSpecView> task
     std::sort(confirmed.begin(), confirmed.end());
     for (const TaskId id : provisional) {
       if (std::binary_search(confirmed.begin(), confirmed.end(), id)) continue;
-      const Task& t = s.tasks[id];
-      for (Index i = 0; i < t.wanted_by.size(); ++i) {
-        if (t.wanted_by[i].id == c) {
-          remove_link(s.wanted_by_of(), id, i, s.wants_of());
-          s.release_work.push_back(id);
-          break;
-        }
-      }
+      s.unwant(c, id);
     }
     provisional.clear();
     confirmed.clear();
@@ -2187,14 +2183,7 @@ void SchedulerState::on_release(PeerId client, std::span<const std::string_view>
   for (const std::string_view key : keys) {
     const TaskId id = s.find_task(key);
     if (id == kNone) continue;
-    const Task& t = s.tasks[id];
-    for (Index i = 0; i < t.wanted_by.size(); ++i) {
-      if (t.wanted_by[i].id == c) {
-        remove_link(s.wanted_by_of(), id, i, s.wants_of());
-        s.release_work.push_back(id);
-        break;
-      }
-    }
+    s.unwant(c, id);
     s.drain_releases();
   }
   s.schedule();

@@ -97,6 +97,20 @@ Value value_of(zmq::message_t msg) {
   return std::make_shared<const Blob>(std::move(owner), bytes);
 }
 
+// Received values up to this size are copied out of their frame (see value_of_frame).
+constexpr std::size_t kCopyBelow = 64 * 1024;
+
+// A value received in `frame` (a peer's reply, a client's scatter). Small frames point into
+// libzmq's shared receive buffer (about 8 KiB): holding one would pin the whole buffer, so those
+// are copied; large ones are kept as they arrived.
+Value value_of_frame(zmq::message_t frame) {
+  if (frame.size() <= kCopyBelow) {
+    return std::make_shared<const Blob>(
+        std::string(static_cast<const char*>(frame.data()), frame.size()));
+  }
+  return value_of(std::move(frame));
+}
+
 // This worker's spill directory: a fresh name under `base` (created at the first spill).
 std::filesystem::path spill_directory(const std::string& base) {
   std::filesystem::path root;
@@ -109,9 +123,6 @@ std::filesystem::path spill_directory(const std::string& base) {
   }
   return root / ("plexus-worker-" + std::to_string(::getpid()) + "-" + uuid4().substr(0, 8));
 }
-
-// Received values up to this size are copied out of their frame (see on_data_reply).
-constexpr std::size_t kCopyBelow = 64 * 1024;
 
 std::string default_name() {
   char host[256] = {0};
@@ -595,14 +606,7 @@ struct WorkerService::Impl {
       for (std::size_t i = 0; i < found.size(); ++i) reply_bytes += frames[next_frame + i].size();
       note_transfer(reply_bytes, Clock::now() - sent);
       for (std::size_t i = 0; i < found.size(); ++i) {
-        zmq::message_t& frame = frames[next_frame + i];
-        // Small frames point into libzmq's shared receive buffer (about 8 KiB): holding one would
-        // pin the whole buffer, so those are copied; large ones are kept as they arrived.
-        Value v = frame.size() <= kCopyBelow
-                      ? std::make_shared<const Blob>(std::string(
-                            static_cast<const char*>(frame.data()), frame.size()))
-                      : value_of(std::move(frame));
-        arrived(found[i], std::move(v));
+        arrived(found[i], value_of_frame(std::move(frames[next_frame + i])));
       }
       next_frame += found.size();
       for (const auto& m : wire::strings(reply->missing())) {
@@ -711,13 +715,7 @@ struct WorkerService::Impl {
       error = "PutData with an empty key";
     } else {
       for (std::size_t i = 0; i < keys.size(); ++i) {
-        zmq::message_t& frame = frames[next_frame + i];
-        // As on_data_reply: small frames are copied out of libzmq's shared receive buffer.
-        Value v = frame.size() <= kCopyBelow
-                      ? std::make_shared<const Blob>(std::string(
-                            static_cast<const char*>(frame.data()), frame.size()))
-                      : value_of(std::move(frame));
-        keep_value(keys[i], std::move(v));
+        keep_value(keys[i], value_of_frame(std::move(frames[next_frame + i])));
       }
       log->debug("stored {} scattered values", keys.size());
     }

@@ -100,6 +100,16 @@ bool futures_wait(const std::vector<const FutureState*>& states, WaitFor what, T
 std::size_t wait_any(const std::vector<const FutureState*>& states, Timeout timeout);
 [[noreturn]] void throw_result_type_error(const FutureState& s, const std::string& type,
                                           const std::string& what);
+
+/// Encodes one task argument (a string literal as a string).
+template <class A>
+void encode_arg(Writer& w, const A& a) {
+  if constexpr (std::is_array_v<A>) {
+    codec<const char*>::encode(w, a);
+  } else {
+    codec<A>::encode(w, a);
+  }
+}
 }  // namespace detail
 
 /// A handle on a task's result. Cheap to copy; copies share the result.
@@ -704,7 +714,7 @@ class Client {
   static EncodedCall encode_call(std::string_view task, const A&... args) {
     Writer w;
     w.list(sizeof...(A));
-    (encode_arg(w, args), ...);
+    (detail::encode_arg(w, args), ...);
     EncodedCall call;
     call.name = std::string(task);
     call.refs = w.take_refs();
@@ -715,14 +725,6 @@ class Client {
   struct Impl;
 
  private:
-  template <class A>
-  static void encode_arg(Writer& w, const A& a) {
-    if constexpr (std::is_array_v<A>) {
-      codec<const char*>::encode(w, a);
-    } else {
-      codec<A>::encode(w, a);
-    }
-  }
 
   explicit Client(std::unique_ptr<Impl> impl);
   template <class T>

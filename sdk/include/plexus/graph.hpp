@@ -149,7 +149,7 @@ class Graph {
     w.list(sizeof...(A));
     {
       detail::ArgCaptureScope scope(&capture);
-      (encode_arg(w, args), ...);
+      (detail::encode_arg(w, args), ...);
     }
     std::vector<std::string> refs = w.take_refs();
     return Node<R>(add_encoded(options, task, w.take(), std::move(refs), std::move(capture)));
@@ -170,14 +170,6 @@ class Graph {
   friend std::vector<Future<Encoded>> futures_of(const Graph& graph);
   explicit Graph(std::shared_ptr<detail::GraphData> data) : data_(std::move(data)) {}
 
-  template <class A>
-  static void encode_arg(Writer& w, const A& a) {
-    if constexpr (std::is_array_v<A>) {
-      codec<const char*>::encode(w, a);
-    } else {
-      codec<A>::encode(w, a);
-    }
-  }
   /// The graph's data (made again if this Graph was moved from).
   detail::GraphData* prepare();
   AnyNode add_encoded(const SubmitOptions& options, std::string_view task, std::string args,
