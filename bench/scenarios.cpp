@@ -106,6 +106,23 @@ Json throughput_map(BenchCluster& cluster, const ScenarioArgs& args) {
   return out;
 }
 
+// A fan-in tree's figures, once its root is checked against the closed form 1 + ... + leaves.
+Json tree_result(const char* scenario, std::int64_t leaves, std::int64_t root, double submit_s,
+                 double wall_s) {
+  require(root == leaves * (leaves + 1) / 2, std::string(scenario) + ": root is " +
+                                                 std::to_string(root) + ", expected " +
+                                                 std::to_string(leaves * (leaves + 1) / 2));
+  const std::int64_t tasks = 2 * leaves - 1;
+  Json out;
+  out["leaves"] = leaves;
+  out["tasks"] = tasks;
+  out["submit_s"] = round_to(submit_s, 4);
+  out["wall_s"] = round_to(wall_s, 4);
+  out["tasks_per_s"] = round_to(static_cast<double>(tasks) / wall_s, 1);
+  out["us_per_task"] = round_to(wall_s / static_cast<double>(tasks) * 1e6, 2);
+  return out;
+}
+
 Json fanin_tree(BenchCluster& cluster, const ScenarioArgs& args) {
   const std::int64_t leaves = args.leaves;
   require(leaves > 0 && (leaves & (leaves - 1)) == 0, "fanin_tree: leaves must be a power of 2");
@@ -127,19 +144,7 @@ Json fanin_tree(BenchCluster& cluster, const ScenarioArgs& args) {
   }
   double submit_s = seconds_since(t0);
   std::int64_t root = level[0].result();
-  double wall_s = seconds_since(t0);
-  require(root == leaves * (leaves + 1) / 2, "fanin_tree: root is " + std::to_string(root) +
-                                                 ", expected " +
-                                                 std::to_string(leaves * (leaves + 1) / 2));
-  const std::int64_t tasks = 2 * leaves - 1;
-  Json out;
-  out["leaves"] = leaves;
-  out["tasks"] = tasks;
-  out["submit_s"] = round_to(submit_s, 4);
-  out["wall_s"] = round_to(wall_s, 4);
-  out["tasks_per_s"] = round_to(static_cast<double>(tasks) / wall_s, 1);
-  out["us_per_task"] = round_to(wall_s / static_cast<double>(tasks) * 1e6, 2);
-  return out;
+  return tree_result("fanin_tree", leaves, root, submit_s, seconds_since(t0));
 }
 
 // fanin_tree's tree, built as a plexus::Graph and sent by one compute: the client wants only the
@@ -169,19 +174,8 @@ Json graph_fanin_tree(BenchCluster& cluster, const ScenarioArgs& args) {
   Future<std::int64_t> root_future = client.compute(level[0]);
   const double submit_s = seconds_since(t0);
   const std::int64_t root = root_future.result();
-  const double wall_s = seconds_since(t0);
-  require(root == leaves * (leaves + 1) / 2, "graph_fanin_tree: root is " + std::to_string(root) +
-                                                 ", expected " +
-                                                 std::to_string(leaves * (leaves + 1) / 2));
-  const std::int64_t tasks = 2 * leaves - 1;
-  Json out;
-  out["leaves"] = leaves;
-  out["tasks"] = tasks;
+  Json out = tree_result("graph_fanin_tree", leaves, root, submit_s, seconds_since(t0));
   out["build_s"] = round_to(build_s, 4);
-  out["submit_s"] = round_to(submit_s, 4);
-  out["wall_s"] = round_to(wall_s, 4);
-  out["tasks_per_s"] = round_to(static_cast<double>(tasks) / wall_s, 1);
-  out["us_per_task"] = round_to(wall_s / static_cast<double>(tasks) * 1e6, 2);
   return out;
 }
 

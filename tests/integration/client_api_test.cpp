@@ -1,6 +1,7 @@
 // The client API end to end, over every transport: tcp and ipc against real daemon processes,
 // inproc against a LocalCluster of threads in this process.
 #include "support/process_cluster.hpp"
+#include "support/transport_cluster.hpp"
 #include "support/subprocess.hpp"
 
 #include <plexus/client.hpp>
@@ -42,44 +43,8 @@ bool key_matches(std::string_view key, const std::string& task, const char* tail
   return std::regex_search(std::string(key), std::regex("^" + escaped + tail));
 }
 
-// One cluster per test on the transport named by the parameter, with two workers of two
-// threads each, and a client connected to it.
-class ClientApiTest : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    const std::string& transport = GetParam();
-    if (transport == "inproc") {
-      client_ = std::make_unique<Client>(LocalClusterOptions{
-          .n_workers = 2, .threads_per_worker = 2, .transport = "inproc", .processes = false});
-    } else {
-      cluster_ = std::make_unique<ProcessCluster>(
-          ProcessClusterOptions{.transport = transport, .n_workers = 2, .nthreads = 2});
-      client_ = std::make_unique<Client>(cluster_->address());
-    }
-  }
-
-  void TearDown() override {
-    second_.reset();
-    if (client_) client_->close();
-    client_.reset();
-    if (cluster_) {
-      EXPECT_THAT(cluster_->stop_and_list_left(), ::testing::IsEmpty()) << "daemons left";
-      cluster_.reset();
-    }
-  }
-
-  Client& client() { return *client_; }
-  /// A second client on the same cluster.
-  Client& second() {
-    if (!second_) second_ = std::make_unique<Client>(client_->scheduler_address());
-    return *second_;
-  }
-
-  TempDir tmp_;
-  std::unique_ptr<ProcessCluster> cluster_;
-  std::unique_ptr<Client> client_;
-  std::unique_ptr<Client> second_;
-};
+// One cluster per test on each transport (support/transport_cluster.hpp).
+class ClientApiTest : public TransportClusterTest {};
 
 TEST_P(ClientApiTest, SubmitAndResult) {
   auto f = client().submit<std::int64_t>("math.square", std::int64_t{7});

@@ -2,6 +2,7 @@
 // over every transport like client_api_test: tcp and ipc against real daemon processes, inproc
 // against a LocalCluster of threads in this process.
 #include "support/process_cluster.hpp"
+#include "support/transport_cluster.hpp"
 
 #include <plexus/graph.hpp>
 
@@ -25,36 +26,8 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using I64 = std::int64_t;
 
-class GraphApiTest : public ::testing::TestWithParam<std::string> {
+class GraphApiTest : public TransportClusterTest {
  protected:
-  void SetUp() override {
-    const std::string& transport = GetParam();
-    if (transport == "inproc") {
-      client_ = std::make_unique<Client>(LocalClusterOptions{
-          .n_workers = 2, .threads_per_worker = 2, .transport = "inproc", .processes = false});
-    } else {
-      cluster_ = std::make_unique<ProcessCluster>(
-          ProcessClusterOptions{.transport = transport, .n_workers = 2, .nthreads = 2});
-      client_ = std::make_unique<Client>(cluster_->address());
-    }
-  }
-
-  void TearDown() override {
-    second_.reset();
-    if (client_) client_->close();
-    client_.reset();
-    if (cluster_) {
-      EXPECT_THAT(cluster_->stop_and_list_left(), IsEmpty()) << "daemons left";
-      cluster_.reset();
-    }
-  }
-
-  Client& client() { return *client_; }
-  Client& second() {
-    if (!second_) second_ = std::make_unique<Client>(client_->scheduler_address());
-    return *second_;
-  }
-
   /// Keys whose results some worker holds, according to the scheduler.
   std::vector<std::string> held(const std::vector<std::string>& keys) {
     std::vector<std::string> out;
@@ -71,11 +44,6 @@ class GraphApiTest : public ::testing::TestWithParam<std::string> {
     for (std::string line; std::getline(in, line);) out.push_back(line.substr(0, line.find(' ')));
     return out;
   }
-
-  TempDir tmp_;
-  std::unique_ptr<ProcessCluster> cluster_;
-  std::unique_ptr<Client> client_;
-  std::unique_ptr<Client> second_;
 };
 
 // a = 1 + 1; b = a + 10; c = a * 3; d = b + c.

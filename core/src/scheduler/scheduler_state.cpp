@@ -1339,6 +1339,18 @@ struct SchedulerState::Impl {
     }
   }
 
+  /// Worker `wi` gave `key` back unstarted (a reject or a steal): if it is processing there, it
+  /// is ready again, to be placed anew. Returns whether it was.
+  bool hand_back(Index wi, std::string_view key) {
+    const TaskId id = find_task(key);
+    if (id == kNone) return false;
+    const Task& t = tasks[id];
+    if (t.state != TaskState::processing || t.run.worker != wi) return false;
+    detach(id);
+    make_ready(id);
+    return true;
+  }
+
   /// The live worker a report comes from; a worker removed for silence is told to shut down.
   Index reporting_worker(PeerId peer, double now) {
     const Index wi = find_worker(peer);
@@ -2435,14 +2447,7 @@ void SchedulerState::on_reject(PeerId worker, std::span<const std::string_view> 
   if (wi == kNone) return;
   s.workers[wi].closing = true;
   s.refresh_worker(wi);
-  for (const std::string_view key : keys) {
-    const TaskId id = s.find_task(key);
-    if (id == kNone) continue;
-    const Task& t = s.tasks[id];
-    if (t.state != TaskState::processing || t.run.worker != wi) continue;
-    s.detach(id);
-    s.make_ready(id);
-  }
+  for (const std::string_view key : keys) s.hand_back(wi, key);
   s.schedule();
 }
 
@@ -2453,16 +2458,8 @@ void SchedulerState::on_steal_reply(PeerId worker, std::span<const std::string_v
   Impl& s = *impl_;
   const Index wi = s.find_worker(worker);
   if (wi == kNone) return;
-  for (const std::string_view key : stolen) {
-    const TaskId id = s.find_task(key);
-    if (id == kNone) continue;
-    const Task& t = s.tasks[id];
-    // The worker no longer has it, whatever it was asked: place it again.
-    if (t.state != TaskState::processing || t.run.worker != wi) continue;
-    s.detach(id);
-    s.make_ready(id);
-    ++s.counters.tasks_stolen;
-  }
+  // The worker no longer has these, whatever it was asked: place them again.
+  for (const std::string_view key : stolen) s.counters.tasks_stolen += s.hand_back(wi, key);
   for (const std::string_view key : kept) {
     const TaskId id = s.find_task(key);
     if (id == kNone) continue;
